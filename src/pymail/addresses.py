@@ -1,0 +1,139 @@
+"""Addresses: parsing the forms mailx users write, and alias expansion."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from pymail.errors import DataError
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[^"\\\r\n]|\\.)*")'
+_LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*" \
+         r"[A-Za-z0-9\u0080-\U0010ffff])?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\\s]+\])"
+ADDR_SPEC = re.compile(rf"{_LOCAL}@{_DOMAIN}")
+BARE_NAME = re.compile(r"[A-Za-z0-9._+\-]+")
+
+MAX_ALIAS_DEPTH = 20
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """An address with an optional display name."""
+
+    name: str
+    addr: str
+
+    def header(self) -> str:
+        """The mailbox as it goes in a header (before RFC 2047 encoding)."""
+        if not self.name:
+            return self.addr
+        quoted = self.name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{self.addr}>'
+
+
+def split_list(text: str) -> list[str]:
+    """Split at commas that are outside quotes, <...> and (...)."""
+    items: list[str] = []
+    current: list[str] = []
+    quote = False
+    angle = 0
+    paren = 0
+    escaped = False
+    for c in text:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif quote:
+            quote = c != '"'
+        elif c == '"':
+            quote = True
+        elif c == "<":
+            angle += 1
+        elif c == ">":
+            angle = max(angle - 1, 0)
+        elif c == "(":
+            paren += 1
+        elif c == ")":
+            paren = max(paren - 1, 0)
+        elif c == "," and not angle and not paren:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(c)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_mailbox(text: str, where: str) -> Mailbox:
+    """Parse one of: a@b, Name <a@b>, "Last, First" <a@b>, a@b (Name).
+
+    A bare name without @ (a local user or an alias) is returned as is, for
+    expand() to resolve.
+    """
+    if any(c in text for c in "\r\n\0"):
+        raise DataError(f"invalid address {text!r} in {where}: "
+                        "it contains a line break or NUL")
+    if BARE_NAME.fullmatch(text):
+        return Mailbox("", text)
+    name, addr = parseaddr(text)
+    if not addr or not ADDR_SPEC.fullmatch(addr) or not _whole(text, addr):
+        raise DataError(f"invalid address {text!r} in {where}")
+    return Mailbox(name.strip(), addr)
+
+
+def _whole(text: str, addr: str) -> bool:
+    """True when parseaddr used all of text (it drops what it cannot read)."""
+    if "<" in text:
+        return text.rstrip().endswith(">")
+    return text.split("(")[0].strip() == addr
+
+
+def parse_list(values: list[str] | tuple[str, ...], where: str) -> list[Mailbox]:
+    """Parse arguments that may each hold a comma-separated list."""
+    result: list[Mailbox] = []
+    for value in values:
+        result.extend(parse_mailbox(item, where) for item in split_list(value))
+    return result
+
+
+def expand(mailboxes: list[Mailbox], aliases: dict[str, list[str]],
+           where: str) -> list[Mailbox]:
+    """Replace alias names by their members; a bare unknown name is an error."""
+    result: list[Mailbox] = []
+    for mailbox in mailboxes:
+        result.extend(_expand_one(mailbox, aliases, where, 0, set()))
+    return result
+
+
+def _expand_one(mailbox: Mailbox, aliases: dict[str, list[str]], where: str,
+                depth: int, seen: set[str]) -> list[Mailbox]:
+    if "@" in mailbox.addr:
+        return [mailbox]
+    name = mailbox.addr
+    if name not in aliases or name in seen or depth > MAX_ALIAS_DEPTH:
+        raise DataError(f"'{name}' in {where} is neither an address nor an "
+                        "alias", hint=f"write a full address, or add "
+                        f"`alias {name} you@example.com` to the mail.rc")
+    members = parse_list(aliases[name], f"alias {name}")
+    result: list[Mailbox] = []
+    for member in members:
+        result.extend(_expand_one(member, aliases, where, depth + 1,
+                                  seen | {name}))
+    return result
+
+
+def unique(mailboxes: list[Mailbox]) -> list[str]:
+    """Envelope addresses, each once, in order (case-insensitive domain)."""
+    seen: set[str] = set()
+    result = []
+    for mailbox in mailboxes:
+        local, _, domain = mailbox.addr.rpartition("@")
+        key = f"{local}@{domain.lower()}"
+        if key not in seen:
+            seen.add(key)
+            result.append(mailbox.addr)
+    return result

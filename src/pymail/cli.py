@@ -1,0 +1,178 @@
+"""The pymail command: mailx's sending options, turned into a request."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from pymail import __version__
+from pymail.errors import EX_SOFTWARE, EX_USAGE, PymailError
+
+log = logging.getLogger("pymail")
+
+# Options that take a value, for finding a `--` that ends pymail's options.
+VALUE_OPTIONS = frozenset("scbraS")
+FLAG_OPTIONS = frozenset("nEvV")
+
+
+@dataclass
+class Request:
+    """What the command line asked for."""
+
+    to: tuple[str, ...]
+    subject: str | None = None
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    from_: str | None = None
+    attach: tuple[str, ...] = ()
+    assign: tuple[str, ...] = ()
+    read_system: bool = True
+    skip_empty: bool = False
+    verbose: bool = False
+    debug: bool = False
+    envelope_sender: str | None = None
+    sendmail_args: list[str] = field(default_factory=list)
+
+
+def split_sendmail_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split argv at the `--` after which mailx passes sendmail options."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return args[:i], args[i + 1:]
+        if (arg.startswith("-") and not arg.startswith("--") and len(arg) > 1
+                and set(arg[1:-1]) <= FLAG_OPTIONS
+                and arg[-1] in VALUE_OPTIONS):
+            i += 1  # the option's value follows as its own word
+        i += 1
+    return args, []
+
+
+def parse_sendmail_args(args: list[str]) -> str | None:
+    """Honour -f/-r (envelope sender) of the sendmail options; note others."""
+    sender = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-f", "-r") and i + 1 < len(args):
+            sender = args[i + 1]
+            i += 2
+            continue
+        if arg[:2] in ("-f", "-r") and len(arg) > 2:
+            sender = arg[2:]
+        else:
+            log.info("sendmail option %s ignored", arg)
+        i += 1
+    return sender
+
+
+class MailxCommand(click.Command):
+    """A click command that keeps what follows `--` for sendmail options."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ours, theirs = split_sendmail_args(list(args))
+        ctx.meta["sendmail_args"] = theirs
+        return super().parse_args(ctx, ours)
+
+
+@click.command(cls=MailxCommand, context_settings={
+    "help_option_names": ["--help"], "max_content_width": 88})
+@click.argument("addresses", nargs=-1)
+@click.option("-s", "subject", metavar="SUBJECT", help="Subject of the message.")
+@click.option("-c", "cc", multiple=True, metavar="ADDR",
+              help="Carbon copy recipients (repeatable, comma-separated).")
+@click.option("-b", "bcc", multiple=True, metavar="ADDR",
+              help="Blind carbon copy recipients (repeatable).")
+@click.option("-r", "from_", metavar="ADDR",
+              help="From address and envelope sender.")
+@click.option("-a", "attach", multiple=True, metavar="FILE",
+              help="Attach a file (repeatable).")
+@click.option("-S", "assign", multiple=True, metavar="VAR[=VALUE]",
+              help="Set a mail.rc variable; beats the files.")
+@click.option("-n", "no_system", is_flag=True,
+              help="Do not read /etc/mail.rc.")
+@click.option("-E", "skip_empty", is_flag=True,
+              help="Send nothing if the body is empty.")
+@click.option("-v", "verbose", is_flag=True,
+              help="Show the SMTP dialogue on stderr (credentials masked).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--demo", is_flag=True,
+              help="Send a message through a local TLS relay and show it.")
+@click.option("-V", "--version", "version", is_flag=True,
+              help="Show the version and exit.")
+@click.pass_context
+def command(ctx: click.Context, addresses: tuple[str, ...], **options: Any) -> None:
+    """Send mail, as mailx does: `echo text | pymail -s subject address`."""
+    if options.pop("version"):
+        click.echo(f"pymail {__version__}")
+        return
+    verbose, debug = options["verbose"], options["debug"]
+    setup_logging(verbose or debug, debug)
+    if options.pop("demo"):
+        from pymail.demo import run_demo
+
+        ctx.exit(run_demo())
+    sendmail_args = ctx.meta.get("sendmail_args", [])
+    request = Request(
+        to=addresses, subject=options["subject"], cc=options["cc"],
+        bcc=options["bcc"], from_=options["from_"], attach=options["attach"],
+        assign=options["assign"], read_system=not options["no_system"],
+        skip_empty=options["skip_empty"], verbose=verbose, debug=debug,
+        envelope_sender=parse_sendmail_args(sendmail_args),
+        sendmail_args=sendmail_args)
+    if not (request.to or request.cc or request.bcc):
+        raise click.UsageError("no recipients given")
+    from pymail.send import send_request
+
+    ctx.exit(send_request(request))
+
+
+def setup_logging(verbose: bool, debug: bool) -> None:
+    """-v shows notes and the SMTP dialogue; warnings are always shown."""
+    logger = logging.getLogger("pymail")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pymail: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else
+                    logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command and turn every outcome into an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = command.main(args, prog_name="pymail", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = EX_USAGE
+    except click.Abort:
+        code = 130
+    except PymailError as exc:
+        click.echo(f"pymail: {exc.line()}", err=True)
+        code = exc.code
+    except Exception:
+        if "--debug" in args:
+            raise
+        click.echo("pymail: internal error (run with --debug for details)",
+                   err=True)
+        code = EX_SOFTWARE
+    sys.exit(code or 0)
+
+
+def default_user() -> str:
+    """The local user name, for a From address when nothing else is set."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "root")

@@ -1,0 +1,307 @@
+"""The mail.rc language, as heirloom-mailx 12.5 reads it.
+
+Only the commands that matter for sending change anything (set, unset, alias,
+account, source, if/else/endif); the many receive-side commands found in
+distribution files are accepted and ignored. Every error names the file and
+the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymail.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Commands of heirloom-mailx and s-nail that only matter when reading mail,
+# displaying it, or editing interactively. They are valid in a mail.rc and
+# have no effect on sending.
+IGNORED_COMMANDS = frozenset(
+    """
+    alternates alt unalternates ignore discard retain unignore undiscard
+    unretain fwdignore fwdretain unfwdignore unfwdretain saveignore
+    saveretain unsaveignore unsaveretain shortcut unshortcut headerpick
+    unheaderpick mimetype unmimetype commandalias uncommandalias ghost
+    unghost colour color uncolour uncolor bind unbind charsetalias
+    uncharsetalias filetype unfiletype mlist unmlist mlsubscribe
+    unmlsubscribe echo echon echoerr echoerrn environ setenv unsetenv
+    localopts call xcall call_if undefine unaccount newmail sort unsort
+    retain unretain customhdr uncustomhdr digmsg read readall readctl
+    """.split()
+)
+
+# Abbreviations heirloom accepts for the commands pymail acts on.
+ABBREVIATIONS = {
+    "se": "set",
+    "uns": "unset",
+    "a": "alias",
+    "g": "alias",
+    "group": "alias",
+    "so": "source",
+    "acc": "account",
+    "elif": "elif",
+    "elseif": "elif",
+}
+
+# s-nail's command modifiers: `wysh set x=y` means `set x=y` for us.
+MODIFIERS = frozenset({"wysh", "vput", "local", "ignerr", "u", "scope"})
+
+MAX_SOURCE_DEPTH = 10
+
+
+@dataclass
+class Line:
+    """One logical line of a file: its text and where it came from."""
+
+    text: str
+    where: str
+
+
+@dataclass
+class RcState:
+    """What the files said: variables, aliases and account blocks."""
+
+    variables: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    accounts: dict[str, list[Line]] = field(default_factory=dict)
+
+    def assign(self, name: str, value: str | None, where: str) -> None:
+        """Set a variable, or unset it when value is None."""
+        if value is None:
+            self.variables.pop(name, None)
+        else:
+            self.variables[name] = value
+        self.origins[name] = where
+
+
+def split_words(text: str, where: str) -> list[str]:
+    """Split a command line into words with heirloom's quoting rules.
+
+    Quotes (single or double) may surround any part of a word and are
+    removed. Outside quotes, a backslash makes the next character literal.
+    Inside quotes, a backslash followed by the quote character gives that
+    character; before any other character the backslash is kept.
+    """
+    words: list[str] = []
+    current: list[str] = []
+    in_word = False
+    quote = ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        i += 1
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and i < len(text):
+                nxt = text[i]
+                i += 1
+                if nxt != quote:
+                    current.append("\\")
+                current.append(nxt)
+            else:
+                current.append(c)
+        elif c in "\"'":
+            quote = c
+            in_word = True
+        elif c == "\\":
+            if i < len(text):
+                current.append(text[i])
+                i += 1
+            in_word = True
+        elif c in " \t":
+            if in_word:
+                words.append("".join(current))
+                current = []
+                in_word = False
+        else:
+            current.append(c)
+            in_word = True
+    if quote:
+        raise ConfigError(f"{where}: unterminated {quote} quote")
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+def logical_lines(text: str, name: str) -> Iterator[Line]:
+    """Yield the file's lines, joined where a line ends in a backslash."""
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        if raw.endswith("\\") and not raw.endswith("\\\\"):
+            # heirloom replaces the backslash-newline pair by a space.
+            pending.append(raw[:-1] + " ")
+            continue
+        pending.append(raw)
+        yield Line("".join(pending), f"{name}:{start}")
+        pending = []
+    if pending:
+        yield Line("".join(pending), f"{name}:{start}")
+
+
+class Interpreter:
+    """Runs mail.rc lines against an RcState."""
+
+    def __init__(self, state: RcState, *, terminal: bool | None = None) -> None:
+        self.state = state
+        self.terminal = sys.stdin.isatty() if terminal is None else terminal
+        self.depth = 0
+
+    def load_file(self, path: Path) -> None:
+        """Read and run one file; errors name the file and line."""
+        if self.depth >= MAX_SOURCE_DEPTH:
+            raise ConfigError(f"{path}: source nested more than "
+                              f"{MAX_SOURCE_DEPTH} deep")
+        data = path.read_bytes()
+        # Configuration files are UTF-8; a stray byte must not stop mail.
+        text = data.decode("utf-8", errors="surrogateescape")
+        self.depth += 1
+        try:
+            self.run(logical_lines(text, str(path)))
+        finally:
+            self.depth -= 1
+
+    def run(self, lines: Iterator[Line] | list[Line]) -> None:
+        """Run lines, keeping track of if/else and of account blocks."""
+        # Each entry: (this branch is active, some branch was already taken).
+        conditions: list[tuple[bool, bool]] = []
+        block: tuple[str, str, list[Line]] | None = None
+        last_where = ""
+        for line in lines:
+            last_where = line.where
+            stripped = line.text.strip()
+            if block is not None:
+                if stripped == "}":
+                    self._close_block(*block)
+                    block = None
+                else:
+                    block[2].append(line)
+                continue
+            if not stripped or stripped.startswith("#"):
+                continue
+            words = split_words(stripped, line.where)
+            while words and words[0] in MODIFIERS:
+                words = words[1:]
+            if not words:
+                continue
+            command = ABBREVIATIONS.get(words[0], words[0])
+            if command in ("if", "elif", "else", "endif"):
+                self._condition(command, words[1:], conditions, line.where)
+                continue
+            if not all(active for active, _ in conditions):
+                continue
+            if command in ("account", "define") and words[-1] == "{":
+                if len(words) < 3:
+                    raise ConfigError(f"{line.where}: {command} needs a name")
+                block = (command, words[1], [])
+                continue
+            self.execute(command, words[1:], line.where)
+        if block is not None:
+            raise ConfigError(f"{last_where}: {block[0]} {block[1]} "
+                              "has no closing }")
+        if conditions:
+            raise ConfigError(f"{last_where}: if without endif")
+
+    def _close_block(self, kind: str, name: str, lines: list[Line]) -> None:
+        if kind == "account":
+            self.state.accounts[name] = lines
+        # `define` makes a macro; macros only run interactively or on hooks.
+
+    def _condition(self, command: str, args: list[str],
+                   stack: list[tuple[bool, bool]], where: str) -> None:
+        if command == "if":
+            value = self._test(args, where)
+            stack.append((value, value))
+            return
+        if not stack:
+            raise ConfigError(f"{where}: {command} without if")
+        active, taken = stack[-1]
+        if command == "endif":
+            stack.pop()
+        elif command == "else":
+            stack[-1] = (not taken, True)
+        else:
+            value = not taken and self._test(args, where)
+            stack[-1] = (value, taken or value)
+
+    def _test(self, args: list[str], where: str) -> bool:
+        """Evaluate a condition: heirloom's r, s, t and their long names."""
+        if not args:
+            raise ConfigError(f"{where}: if needs a condition")
+        negate = args[0].startswith("!")
+        word = args[0].lstrip("!").lower()
+        if word in ("r", "receive"):
+            value = False
+        elif word in ("s", "send"):
+            value = True
+        elif word in ("t", "term", "terminal"):
+            value = self.terminal
+        elif word.startswith("$") and len(args) == 1:
+            value = word[1:].strip("{}") in self.state.variables
+        else:
+            # s-nail's richer expressions compare values pymail does not
+            # keep; taking the branch as false is the receive-side reading.
+            log.debug("%s: condition %r read as false", where, " ".join(args))
+            value = False
+        return value != negate
+
+    def execute(self, command: str, args: list[str], where: str) -> None:
+        """Run one command."""
+        if command == "set":
+            for word in args:
+                self.set_word(word, where)
+        elif command == "unset":
+            for name in args:
+                self.state.assign(name, None, where)
+        elif command == "alias":
+            if len(args) < 2:
+                # `alias` alone lists, `alias name` shows one: no effect here.
+                return
+            self.state.aliases.setdefault(args[0], []).extend(args[1:])
+        elif command == "unalias":
+            for name in args:
+                self.state.aliases.pop(name, None)
+        elif command == "source":
+            if len(args) != 1:
+                raise ConfigError(f"{where}: source needs one file name")
+            self._source(args[0], where)
+        elif command == "account":
+            # `account NAME` alone switches accounts interactively.
+            return
+        elif command not in IGNORED_COMMANDS:
+            raise ConfigError(f"{where}: unknown command '{command}'")
+
+    def set_word(self, word: str, where: str) -> None:
+        name, eq, value = word.partition("=")
+        if not name:
+            raise ConfigError(f"{where}: 'set {word}' has no variable name")
+        if eq:
+            self.state.assign(name, value, where)
+        elif name.startswith("no") and len(name) > 2:
+            self.state.assign(name[2:], None, where)
+        else:
+            self.state.assign(name, "", where)
+
+    def _source(self, name: str, where: str) -> None:
+        path = Path(os.path.expanduser(name))
+        try:
+            self.load_file(path)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"{where}: cannot source {path}: {reason}") from exc
+
+    def apply_account(self, name: str) -> None:
+        """Run the lines of an `account NAME { ... }` block."""
+        if name not in self.state.accounts:
+            raise ConfigError(f"no account named '{name}' in the mail.rc files")
+        self.run(self.state.accounts[name])

@@ -1,0 +1,405 @@
+"""One SMTP session with the relay.
+
+smtplib owns the connection, TLS, EHLO and AUTH. The message transfer
+(MAIL, RCPT, DATA) is written on smtplib's putcmd/getreply/send primitives,
+so that PIPELINING, CHUNKING and streamed DATA can be added without a
+rewrite. Every socket, TLS and SMTP failure leaves here as a pymail error.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pymail import trust
+from pymail.errors import (
+    AuthFailure,
+    ConfigError,
+    DeliveryError,
+    HostNotFound,
+    PermanentFailure,
+    ProtocolFailure,
+    TemporaryFailure,
+)
+from pymail.settings import Relay, Settings
+
+log = logging.getLogger(__name__)
+transcript = logging.getLogger("pymail.transcript")
+
+MASK = "****"
+AUTH_MECHANISMS = ("plain", "login", "cram-md5")
+AUTH_METHODS = {"plain": "auth_plain", "login": "auth_login",
+                "cram-md5": "auth_cram_md5"}
+APP_PASSWORD_HINT = ("the relay refused the password; many providers (QQ, "
+                     "163, 126, Aliyun, Gmail) want an app password or "
+                     "authorization code, not the login password")
+
+
+@dataclass
+class Envelope:
+    """MAIL FROM and RCPT TO: who sends, and who receives."""
+
+    sender: str
+    recipients: list[str]
+
+
+def decode_reply(data: bytes | str) -> str:
+    """A server reply as text: UTF-8, else GB18030, else with replacements."""
+    if isinstance(data, str):
+        return data
+    for codec in ("utf-8", "gb18030"):
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace")
+
+
+class _Transcript:
+    """Writes the dialogue to the transcript logger, credentials masked."""
+
+    _in_auth = False
+
+    def send(self, s: str | bytes) -> None:
+        if transcript.isEnabledFor(logging.INFO):
+            line = s.decode("ascii", "replace") if isinstance(s, bytes) else s
+            transcript.info(">>> %s", self._masked(line.rstrip("\r\n")))
+        super().send(s)  # type: ignore[misc]
+
+    def _masked(self, line: str) -> str:
+        if line.upper().startswith("AUTH "):
+            self._in_auth = True
+            words = line.split()
+            return " ".join(words[:2] + ([MASK] if len(words) > 2 else []))
+        if self._in_auth:
+            return MASK
+        return line
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, text = super().getreply()  # type: ignore[misc]
+        if code != 334:
+            self._in_auth = False
+        if transcript.isEnabledFor(logging.INFO):
+            for line in decode_reply(text).splitlines() or [""]:
+                transcript.info("<<< %s %s", code, line)
+        return code, text
+
+    def send_raw(self, data: bytes) -> None:
+        """Send message bytes, bypassing the transcript."""
+        sock = self.sock  # type: ignore[attr-defined]
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        sock.sendall(data)
+
+
+class PlainSession(_Transcript, smtplib.SMTP):
+    pass
+
+
+class TLSSession(_Transcript, smtplib.SMTP_SSL):
+    pass
+
+
+Session = PlainSession | TLSSession
+
+
+class Connection:
+    """A connection to the relay that can deliver messages."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.relay: Relay = settings.relay()
+        self.mechanism, self.user, self.password = settings.auth()
+        if self.mechanism == "none":
+            self.user = self.password = None
+        if self.user and self.password is None:
+            raise ConfigError(f"smtp-auth-user is set ({self.user}) but no "
+                              "password is", hint="set PYMAIL_SMTP_AUTH_PASSWORD"
+                              " in /etc/pymail.env or smtp-auth-password in "
+                              "the mail.rc; pymail never prompts")
+        if self.mechanism and self.mechanism not in (*AUTH_METHODS, "none"):
+            raise ConfigError(f"{settings.origin('smtp-auth')}: smtp-auth="
+                              f"{self.mechanism} is not supported; use plain "
+                              "or login (or leave it unset)")
+        if self.user and not (self.relay.implicit_tls or self.relay.starttls):
+            raise ConfigError(
+                f"refusing to send the password for {self.user} unencrypted "
+                f"to {self.relay.address}",
+                hint="use smtp=smtps://HOST:465, or set smtp-use-starttls "
+                "for port 587")
+        self.session: Session | None = None
+
+    # Connecting -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, greet, STARTTLS if asked, and authenticate."""
+        mode = self.settings.verify_mode()
+        if mode == "ignore":
+            log.info("ssl-verify=ignore: the relay's certificate is "
+                     "not checked")
+        try:
+            self._open(verify=mode != "ignore")
+        except ProtocolFailure as exc:
+            if mode != "warn" or not isinstance(exc.__cause__,
+                                                ssl.SSLCertVerificationError):
+                raise
+            log.warning("%s; continuing because ssl-verify=warn", exc.message)
+            self._open(verify=False)
+
+    def _open(self, *, verify: bool) -> None:
+        relay = self.relay
+        context = trust.make_context(self.settings, verify=verify)
+        timeout = self.settings.timeout()
+        hostname = self.settings.hostname()
+        if self.settings.text("nss-config-dir"):
+            log.info("nss-config-dir has no effect: pymail trusts certifi's "
+                     "CA bundle, the system's CAs and ssl-ca-file")
+        log.info("connecting to %s (%s)", relay.address,
+                 "implicit TLS" if relay.implicit_tls else
+                 "STARTTLS" if relay.starttls else "no TLS")
+        with self._errors("connect"):
+            # smtplib connects and reads the greeting in the constructor;
+            # a greeting other than 220 raises SMTPConnectError.
+            if relay.implicit_tls:
+                self.session = TLSSession(relay.host, relay.port,
+                                          local_hostname=hostname,
+                                          timeout=timeout, context=context)
+            else:
+                self.session = PlainSession(relay.host, relay.port,
+                                            local_hostname=hostname,
+                                            timeout=timeout)
+            self._ehlo()
+            if relay.starttls:
+                self._starttls(context)
+            if self.user:
+                self._authenticate()
+
+    def _ehlo(self) -> None:
+        assert self.session is not None
+        code, text = self.session.ehlo()
+        if code != 250:
+            code, text = self.session.helo()
+            if code != 250:
+                self._fail("HELO", code, text)
+
+    def _starttls(self, context: ssl.SSLContext) -> None:
+        session = self.session
+        assert session is not None
+        if not session.has_extn("starttls"):
+            raise ProtocolFailure(
+                f"{self.relay.address} does not offer STARTTLS; not sending "
+                "without encryption", hint="check the port (587 offers "
+                "STARTTLS), or use smtps:// on port 465")
+        code, text = session.starttls(context=context)
+        if code != 220:
+            self._fail("STARTTLS", code, text)
+        self._ehlo()
+
+    def _authenticate(self) -> None:
+        session = self.session
+        assert session is not None and self.user and self.password is not None
+        if not session.has_extn("auth"):
+            raise AuthFailure(f"{self.relay.address} offers no AUTH, but "
+                              f"smtp-auth-user is set ({self.user})",
+                              hint="unset smtp-auth-user if the relay needs "
+                              "no login, or check the port")
+        session.user, session.password = self.user, self.password
+        offered = session.esmtp_features.get("auth", "").lower().split()
+        last: smtplib.SMTPAuthenticationError | None = None
+        # At most two attempts per send: the chosen mechanism, then the other.
+        for mechanism in self._mechanisms(offered)[:2]:
+            method = getattr(session, AUTH_METHODS[mechanism])
+            try:
+                code, text = session.auth(mechanism, method)
+            except smtplib.SMTPAuthenticationError as exc:
+                last = exc
+                if exc.smtp_code not in (504, 535):
+                    break
+                continue
+            log.info("authenticated as %s with %s", self.user, mechanism.upper())
+            return
+        assert last is not None
+        reply = decode_reply(last.smtp_error)
+        hint = APP_PASSWORD_HINT if last.smtp_code == 535 else None
+        raise AuthFailure(f"authentication as {self.user} failed at "
+                          f"{self.relay.address}: {last.smtp_code} {reply}",
+                          hint=hint)
+
+    def _mechanisms(self, offered: list[str]) -> list[str]:
+        """Mechanisms to try, best first; PLAIN needs one round trip."""
+        if self.mechanism:
+            others = [m for m in ("plain", "login")
+                      if m != self.mechanism and m in offered]
+            return [self.mechanism] + others
+        choice = [m for m in AUTH_MECHANISMS if m in offered]
+        return choice or ["plain", "login"]
+
+    # Sending --------------------------------------------------------------
+
+    def send(self, envelope: Envelope, chunks: Iterable[bytes]) -> str:
+        """Run one mail transaction; returns the server's final reply."""
+        session = self.session
+        assert session is not None
+        with self._errors("sending"):
+            self._command("MAIL FROM", f"MAIL FROM:<{envelope.sender}>", 250)
+            for recipient in envelope.recipients:
+                self._command(f"RCPT TO <{recipient}>",
+                              f"RCPT TO:<{recipient}>", 250, 251)
+            self._command("DATA", "DATA", 354)
+            total = 0
+            for data in dot_stuffed(chunks):
+                session.send_raw(data)
+                total += len(data)
+            transcript.info(">>> [message, %d bytes]", total)
+            session.send_raw(b".\r\n")
+            transcript.info(">>> .")
+            code, text = session.getreply()
+            if code != 250:
+                self._fail("end of DATA", code, text)
+            return f"{code} {decode_reply(text)}"
+
+    def _command(self, what: str, line: str, *ok: int) -> None:
+        session = self.session
+        assert session is not None
+        session.putcmd(line)
+        code, text = session.getreply()
+        if code not in ok:
+            self._fail(what, code, text)
+
+    def close(self) -> None:
+        """QUIT politely; a failure here changes nothing."""
+        session = self.session
+        self.session = None
+        if session is None:
+            return
+        try:
+            session.quit()
+        except (smtplib.SMTPException, OSError):
+            session.close()
+
+    def close_quietly(self) -> None:
+        """Drop a broken connection without another command."""
+        session = self.session
+        self.session = None
+        if session is not None:
+            session.close()
+
+    # Errors ---------------------------------------------------------------
+
+    def _fail(self, what: str, code: int, text: bytes | str) -> None:
+        reply = " ".join(decode_reply(text).split())
+        message = f"{what} refused by {self.relay.address}: {code} {reply}"
+        hint = None
+        lowered = reply.lower()
+        if code in (553, 501, 550) and "mail from" in lowered and \
+                "must" in lowered:
+            hint = "set `from` to the address you log in with"
+        if 400 <= code < 500:
+            raise TemporaryFailure(message, hint=hint)
+        if 500 <= code < 600:
+            raise PermanentFailure(message, hint=hint)
+        raise ProtocolFailure(message, hint=hint)
+
+    def _errors(self, stage: str) -> _ErrorMap:
+        return _ErrorMap(self, stage)
+
+
+class _ErrorMap:
+    """Turns socket, TLS and smtplib exceptions into pymail errors."""
+
+    def __init__(self, connection: Connection, stage: str) -> None:
+        self.connection = connection
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc is None or isinstance(exc, DeliveryError | ConfigError):
+            return
+        error = classify(exc, self.connection.relay, self.connection.settings)
+        if error is None:
+            return
+        self.connection.close_quietly()
+        raise error from exc
+
+
+def classify(exc: BaseException, relay: Relay,
+             settings: Settings) -> DeliveryError | None:
+    """The pymail error for a socket, TLS or SMTP exception."""
+    where = relay.address
+    cause = exc.__context__ if isinstance(
+        exc, smtplib.SMTPServerDisconnected) and exc.__context__ else exc
+    if isinstance(cause, socket.gaierror):
+        return HostNotFound(f"cannot find the relay host {relay.host}: "
+                            f"{cause.strerror}", hint="check the host name "
+                            "in smtp=")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return ProtocolFailure(
+            f"the certificate of {where} is not trusted: "
+            f"{cause.verify_message or cause.reason}",
+            hint="if the relay uses a private CA, set ssl-ca-file=/path/ca.pem")
+    if isinstance(cause, ssl.SSLError):
+        hint = None
+        if "WRONG_VERSION_NUMBER" in str(cause).upper():
+            hint = ("the port speaks plain SMTP: use smtp://HOST:587 with "
+                    "smtp-use-starttls, or port 465 with smtps://")
+        return ProtocolFailure(f"TLS failed with {where}: {cause}", hint=hint)
+    if isinstance(cause, TimeoutError | socket.timeout):
+        hint = None
+        if relay.port == 25:
+            hint = ("outbound port 25 is probably blocked by the cloud "
+                    "provider; use smtps://HOST:465")
+        elif relay.implicit_tls:
+            hint = "if the port speaks plain SMTP, use smtp-use-starttls"
+        return TemporaryFailure(f"no answer from {where} within "
+                                f"{settings.timeout():g}s", hint=hint)
+    if isinstance(cause, ConnectionRefusedError):
+        return TemporaryFailure(f"connection to {where} refused")
+    if isinstance(exc, smtplib.SMTPServerDisconnected) or \
+            isinstance(cause, ConnectionError):
+        return TemporaryFailure(f"{where} closed the connection "
+                                f"unexpectedly: {cause}")
+    if isinstance(cause, OSError):
+        return TemporaryFailure(f"cannot talk to {where}: "
+                                f"{cause.strerror or cause}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        text = decode_reply(exc.smtp_error)
+        kind = (TemporaryFailure if 400 <= code < 500 else
+                PermanentFailure if 500 <= code < 600 else ProtocolFailure)
+        return kind(f"{where} answered {code} {text}")
+    if isinstance(exc, smtplib.SMTPException):
+        return ProtocolFailure(f"SMTP error with {where}: {exc}")
+    return None
+
+
+def dot_stuffed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Double each line-leading dot (RFC 5321, 4.5.2); end on a line end."""
+    at_line_start = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        data = chunk.replace(b"\n.", b"\n..")
+        if at_line_start and data.startswith(b"."):
+            data = b"." + data
+        at_line_start = chunk.endswith(b"\n")
+        yield data
+    if not at_line_start:
+        yield b"\r\n"
+
+
+def deliver(settings: Settings, envelope: Envelope,
+            chunks: Iterable[bytes]) -> str:
+    """Open a connection, send one message, close; returns the final reply."""
+    connection = Connection(settings)
+    try:
+        connection.open()
+        return connection.send(envelope, chunks)
+    finally:
+        connection.close()

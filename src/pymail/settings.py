@@ -1,0 +1,320 @@
+"""Settings: the one place that knows variable names and their precedence.
+
+The sources, later ones winning (see resolve_variables):
+  1. /etc/mail.rc, unless -n
+  2. $MAILRC, or else ~/.mailrc
+  3. .env files: /etc/pymail.env, the per-user file, $PYMAIL_ENV_FILE
+  4. PYMAIL_* variables in the environment
+  5. -S var[=value] on the command line
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pymail.errors import ConfigError
+from pymail.rcfile import Interpreter, RcState
+
+log = logging.getLogger(__name__)
+
+SYSTEM_RC = Path("/etc/mail.rc")
+SYSTEM_ENV = Path("/etc/pymail.env")
+ENV_PREFIX = "PYMAIL_"
+ENV_FILE_VARIABLE = "PYMAIL_ENV_FILE"
+
+# Variables whose names are not lower case; PYMAIL_ORGANIZATION finds them.
+UPPER_CASE_NAMES = {"organization": "ORGANIZATION", "dead": "DEAD"}
+
+# Variables that are only set or unset; PYMAIL_X=0 (or no, false, off)
+# unsets one of these rather than setting it to the string "0".
+BOOLEANS = frozenset({
+    "smtp-use-starttls", "save", "dot", "sendwait", "v15-compat", "verbose",
+    "debug", "tls-ca-no-defaults", "ssl-no-default-ca",
+})
+FALSE_WORDS = frozenset({"0", "no", "false", "off"})
+
+DEFAULT_TIMEOUT = 30.0
+
+SCHEMES = {
+    # scheme: (default port, implicit TLS, STARTTLS)
+    "smtp": (25, False, False),
+    "smtps": (465, True, False),
+    "submission": (587, False, True),
+    "submissions": (465, True, False),
+}
+
+VERIFY_MODES = {"strict": "strict", "ask": "strict", "warn": "warn",
+                "ignore": "ignore"}
+
+RELAY_HINT = ("add to ~/.mailrc or /etc/mail.rc: "
+              "set smtp=smtps://smtp.example.com:465 "
+              "smtp-auth-user=you@example.com from=you@example.com, "
+              "and put PYMAIL_SMTP_AUTH_PASSWORD=... in /etc/pymail.env")
+
+
+@dataclass
+class Relay:
+    """Where and how to connect."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    where: str
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class Settings:
+    """Everything a send needs, resolved from every source."""
+
+    variables: dict[str, str]
+    origins: dict[str, str]
+    aliases: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, *names: str) -> str | None:
+        """The value of the first of names that is set."""
+        for name in names:
+            if name in self.variables:
+                return self.variables[name]
+        return None
+
+    def flag(self, name: str) -> bool:
+        return name in self.variables
+
+    def text(self, *names: str) -> str | None:
+        """Like get, but an empty value counts as unset."""
+        value = self.get(*names)
+        return value if value else None
+
+    def origin(self, name: str) -> str:
+        return self.origins.get(name, "the configuration")
+
+    # What the relay needs ------------------------------------------------
+
+    def relay(self) -> Relay:
+        """The relay from `mta` (an SMTP URL) or `smtp`; exit 78 if neither."""
+        mta = self.text("mta")
+        if mta and "://" in mta:
+            return parse_url(mta, self.origin("mta"))
+        smtp = self.text("smtp")
+        if smtp:
+            relay = parse_url(smtp, self.origin("smtp"))
+            if self.flag("smtp-use-starttls") and not relay.implicit_tls:
+                relay.starttls = True
+            return relay
+        if mta:
+            raise ConfigError(f"mta={mta} names a local program; pymail only "
+                              "relays over SMTP", hint=RELAY_HINT)
+        raise ConfigError("no relay configured (smtp is not set)",
+                          hint=RELAY_HINT)
+
+    def auth(self) -> tuple[str | None, str | None, str | None]:
+        """(mechanism or None for automatic, user, password)."""
+        mechanism = (self.text("smtp-auth") or "").lower() or None
+        user = self.text("smtp-auth-user", "user")
+        password = self.get("smtp-auth-password", "password")
+        url_user, url_password = self._url_credentials()
+        user = user or url_user
+        if password is None:
+            password = url_password
+        return mechanism, user, password
+
+    def _url_credentials(self) -> tuple[str | None, str | None]:
+        for name in ("mta", "smtp"):
+            value = self.text(name)
+            if value and "://" in value:
+                parts = urlsplit(value)
+                user = unquote(parts.username) if parts.username else None
+                password = (unquote(parts.password)
+                            if parts.password is not None else None)
+                return user, password
+        return None, None
+
+    def verify_mode(self) -> str:
+        value = self.text("tls-verify", "ssl-verify") or "strict"
+        mode = VERIFY_MODES.get(value.lower())
+        if mode is None:
+            name = "tls-verify" if self.text("tls-verify") else "ssl-verify"
+            raise ConfigError(f"{self.origin(name)}: {name}={value} is not "
+                              "one of strict, warn, ignore")
+        return mode
+
+    def timeout(self) -> float:
+        value = self.text("socket-connect-timeout")
+        if value is None:
+            return DEFAULT_TIMEOUT
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = 0.0
+        if seconds <= 0:
+            raise ConfigError(f"{self.origin('socket-connect-timeout')}: "
+                              f"socket-connect-timeout={value} is not a "
+                              "positive number of seconds")
+        return seconds
+
+    def hostname(self) -> str:
+        """The name pymail gives itself in EHLO and Message-ID."""
+        return self.text("hostname") or socket.gethostname() or "localhost"
+
+    def dead_letter(self) -> Path | None:
+        """Where failed messages go, or None when `nosave` is set."""
+        if not self.flag("save"):
+            return None
+        name = self.text("DEAD") or os.environ.get("DEAD")
+        if name:
+            return Path(os.path.expanduser(name))
+        return home_dir() / "dead.letter"
+
+
+def parse_url(value: str, where: str) -> Relay:
+    """Parse smtp=host, host:port, smtp://, smtps://, submission(s)://."""
+    text = value if "://" in value else "smtp://" + value
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{where}: unknown scheme '{parts.scheme}://' in "
+                          f"{value!r}; use smtps://, smtp:// or "
+                          "submission://")
+    default_port, implicit, starttls = SCHEMES[scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad port in {redact_url(value)!r}") from exc
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"{where}: no host name in {redact_url(value)!r}")
+    # Nothing speaks plain SMTP on 465: it is the implicit TLS port.
+    if port == 465:
+        implicit, starttls = True, False
+    return Relay(host, port, implicit, starttls, where)
+
+
+def redact_url(value: str) -> str:
+    """The URL with any password replaced, for messages."""
+    parts = urlsplit(value if "://" in value else "smtp://" + value)
+    if parts.password is None:
+        return value
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":****@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def home_dir() -> Path:
+    """$HOME, or the home in the password database when HOME is unset."""
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        return Path("/")
+
+
+def user_rc() -> Path:
+    mailrc = os.environ.get("MAILRC")
+    return Path(os.path.expanduser(mailrc)) if mailrc else home_dir() / ".mailrc"
+
+
+def user_env_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME")
+    config = Path(base) if base else home_dir() / ".config"
+    return config / "pymail" / "pymail.env"
+
+
+def env_name(key: str) -> str | None:
+    """PYMAIL_SMTP_AUTH_PASSWORD -> smtp-auth-password; None if not ours."""
+    if not key.startswith(ENV_PREFIX) or key == ENV_FILE_VARIABLE:
+        return None
+    name = key[len(ENV_PREFIX):].lower().replace("_", "-")
+    return UPPER_CASE_NAMES.get(name, name) if name else None
+
+
+def resolve_variables(*, read_system: bool, assignments: list[str],
+                      account: str | None = None,
+                      notes: list[str] | None = None) -> Settings:
+    """Read every source in order and return the resolved settings."""
+    notes = [] if notes is None else notes
+    state = RcState()
+    state.assign("save", "", "default")
+    interpreter = Interpreter(state)
+
+    # 1. The system file, unless -n.
+    if read_system:
+        _load_rc(interpreter, SYSTEM_RC, notes)
+    # 2. The user's file.
+    _load_rc(interpreter, user_rc(), notes)
+    if account:
+        interpreter.apply_account(account)
+    # 3. .env files from fixed places only, never the current directory.
+    env_files = [SYSTEM_ENV, user_env_file()]
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if named:
+        env_files.append(Path(named))
+    for path in env_files:
+        _load_env_file(state, path, required=(path == Path(named or "")),
+                       notes=notes)
+    # 4. The real environment beats the .env files.
+    for key, value in os.environ.items():
+        name = env_name(key)
+        if name:
+            _assign_env(state, name, value, f"environment {key}")
+    # 5. -S on the command line beats everything.
+    for word in assignments:
+        interpreter.set_word(word, f"-S {word.partition('=')[0]}")
+
+    return Settings(state.variables, state.origins, state.aliases, notes)
+
+
+def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:
+    try:
+        interpreter.load_file(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        notes.append(f"skipped {path}: {exc.strerror or exc}")
+
+
+def _load_env_file(state: RcState, path: Path, *, required: bool,
+                   notes: list[str]) -> None:
+    from dotenv import dotenv_values
+
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as stream:
+            # No interpolation: a password may well contain a `$`.
+            values = dotenv_values(stream=stream, interpolate=False)
+    except FileNotFoundError as exc:
+        if required:
+            raise ConfigError(f"{ENV_FILE_VARIABLE} names {path}, "
+                              "which does not exist") from exc
+        return
+    except OSError as exc:
+        if required:
+            raise ConfigError(f"cannot read {path} ({ENV_FILE_VARIABLE}): "
+                              f"{exc.strerror or exc}") from exc
+        notes.append(f"skipped {path}: {exc.strerror or exc}")
+        return
+    for key, value in values.items():
+        name = env_name(key)
+        if name and value is not None:
+            _assign_env(state, name, value, f"{path} {key}")
+
+
+def _assign_env(state: RcState, name: str, value: str, where: str) -> None:
+    if name in BOOLEANS and value.strip().lower() in FALSE_WORDS:
+        state.assign(name, None, where)
+    elif name in BOOLEANS:
+        state.assign(name, "", where)
+    else:
+        state.assign(name, value, where)

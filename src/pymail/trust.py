@@ -1,0 +1,62 @@
+"""The TLS context: which servers pymail trusts, and how strictly."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+
+from pymail.errors import ConfigError
+from pymail.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_context(settings: Settings, *, verify: bool | None = None) -> ssl.SSLContext:
+    """A client context: TLS 1.2 or newer, SNI, host name checked.
+
+    Trusted: certifi's bundle, the system's default paths (internal relays
+    signed by a private CA installed there) and any ssl-ca-file or
+    ssl-ca-dir. With verify=False (ssl-verify=ignore), nothing is checked.
+    """
+    mode = settings.verify_mode()
+    if verify is None:
+        verify = mode != "ignore"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if not settings.flag("tls-ca-no-defaults") and \
+            not settings.flag("ssl-no-default-ca"):
+        import certifi
+
+        context.load_verify_locations(cafile=certifi.where())
+        context.set_default_verify_paths()
+    _load_ca(context, settings, ("tls-ca-file", "ssl-ca-file"), "cafile")
+    _load_ca(context, settings, ("tls-ca-dir", "ssl-ca-dir"), "capath")
+    return context
+
+
+def _load_ca(context: ssl.SSLContext, settings: Settings,
+             names: tuple[str, ...], kind: str) -> None:
+    value = settings.text(*names)
+    if not value:
+        return
+    name = next(n for n in names if settings.text(n))
+    path = Path(value).expanduser()
+    where = f"{settings.origin(name)}: {name}={value}"
+    if kind == "cafile" and not path.is_file():
+        raise ConfigError(f"{where}: no such file")
+    if kind == "capath" and not path.is_dir():
+        raise ConfigError(f"{where}: no such directory")
+    try:
+        if kind == "cafile":
+            context.load_verify_locations(cafile=str(path))
+        else:
+            context.load_verify_locations(capath=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{where}: cannot load certificates: {exc}") from exc

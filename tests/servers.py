@@ -1,0 +1,177 @@
+"""Real SMTP servers on 127.0.0.1 for the tests: aiosmtpd with real TLS from
+a trustme CA and real AUTH, plus raw sockets that misbehave on purpose."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+USER = "bot@example.com"
+PASSWORD = "APP_PASSWORD"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Received:
+    """One message as the server got it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler: keeps what arrives, answers as told."""
+
+    messages: list[Received] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    mechanisms: list[str] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    mail_reply: str | None = None
+    data_reply: str | None = None
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any,
+                          address: str, options: list[str]) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
+                          address: str, options: list[str]) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any,
+                          envelope: Any) -> str:
+        if self.data_reply:
+            return self.data_reply
+        self.messages.append(Received(envelope.mail_from,
+                                      list(envelope.rcpt_tos),
+                                      envelope.original_content))
+        return "250 2.0.0 queued as TEST1"
+
+
+@dataclass
+class Server:
+    """A running test relay."""
+
+    host: str
+    port: int
+    handler: Recorder
+    controller: Any = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+
+
+def start_server(*, cert: Any, tls: str = "implicit", auth: bool = True,
+                 users: dict[str, str] | None = None,
+                 auth_require_tls: bool = True,
+                 handler: Recorder | None = None) -> Server:
+    """tls is "implicit" (port wrapped in TLS), "starttls" or "none"."""
+    users = {USER: PASSWORD} if users is None else users
+    handler = handler or Recorder()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+
+    def authenticator(server: Any, session: Any, envelope: Any,
+                      mechanism: str, data: Any) -> AuthResult:
+        handler.mechanisms.append(mechanism)
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login, password = data.login.decode(), data.password.decode()
+        handler.logins.append((login, password))
+        return AuthResult(success=users.get(login) == password, handled=False)
+
+    kwargs: dict[str, Any] = {}
+    if auth:
+        # aiosmtpd does not count implicit TLS as TLS; the socket is wrapped.
+        kwargs.update(authenticator=authenticator,
+                      auth_require_tls=auth_require_tls and tls != "implicit")
+    if tls == "starttls":
+        kwargs["tls_context"] = server_context
+    port = free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port,
+        ssl_context=server_context if tls == "implicit" else None,
+        server_hostname="localhost", **kwargs)
+    controller.start()
+    return Server("127.0.0.1", port, handler, controller)
+
+
+class RawServer:
+    """A TCP server whose conversation is a script of replies.
+
+    script is a list of replies sent in order; each after reading one line
+    from the client (the first, the greeting, before reading). None as an
+    entry means: close the connection there. "silent" never says anything.
+    """
+
+    def __init__(self, script: list[str | None] | str,
+                 context: ssl.SSLContext | None = None) -> None:
+        self.script = script
+        self.context = context
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.host, self.port = self.sock.getsockname()
+        self.heard: list[bytes] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        if script != "silent":
+            self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                self._talk(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def _talk(self, conn: socket.socket) -> None:
+        if self.context is not None:
+            conn = self.context.wrap_socket(conn, server_side=True)
+        reader = conn.makefile("rb")
+        for i, reply in enumerate(self.script):
+            if i > 0:
+                line = reader.readline()
+                if not line:
+                    return
+                self.heard.append(line)
+            if reply is None:
+                return
+            conn.sendall(reply.encode("utf-8", "surrogateescape") + b"\r\n")
+        while reader.readline():
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
