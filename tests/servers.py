@@ -88,7 +88,8 @@ class Server:
 def start_server(*, cert: Any, tls: str = "implicit", auth: bool = True,
                  users: dict[str, str] | None = None,
                  auth_require_tls: bool = True,
-                 handler: Recorder | None = None) -> Server:
+                 handler: Recorder | None = None,
+                 exclude: list[str] | None = None) -> Server:
     """tls is "implicit" (port wrapped in TLS), "starttls" or "none"."""
     users = {USER: PASSWORD} if users is None else users
     handler = handler or Recorder()
@@ -109,6 +110,8 @@ def start_server(*, cert: Any, tls: str = "implicit", auth: bool = True,
         # aiosmtpd does not count implicit TLS as TLS; the socket is wrapped.
         kwargs.update(authenticator=authenticator,
                       auth_require_tls=auth_require_tls and tls != "implicit")
+    if exclude:
+        kwargs["auth_exclude_mechanism"] = exclude
     if tls == "starttls":
         kwargs["tls_context"] = server_context
     port = free_port()

@@ -333,6 +333,13 @@ def classify(exc: BaseException, relay: Relay,
              settings: Settings) -> DeliveryError | None:
     """The pymail error for a socket, TLS or SMTP exception."""
     where = relay.address
+    # SMTP errors are OSErrors too: look at the reply first.
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        text = decode_reply(exc.smtp_error)
+        kind = (TemporaryFailure if 400 <= code < 500 else
+                PermanentFailure if 500 <= code < 600 else ProtocolFailure)
+        return kind(f"{where} answered {code} {text}")
     cause = exc.__context__ if isinstance(
         exc, smtplib.SMTPServerDisconnected) and exc.__context__ else exc
     if isinstance(cause, socket.gaierror):
@@ -368,12 +375,6 @@ def classify(exc: BaseException, relay: Relay,
     if isinstance(cause, OSError):
         return TemporaryFailure(f"cannot talk to {where}: "
                                 f"{cause.strerror or cause}")
-    if isinstance(exc, smtplib.SMTPResponseException):
-        code = exc.smtp_code
-        text = decode_reply(exc.smtp_error)
-        kind = (TemporaryFailure if 400 <= code < 500 else
-                PermanentFailure if 500 <= code < 600 else ProtocolFailure)
-        return kind(f"{where} answered {code} {text}")
     if isinstance(exc, smtplib.SMTPException):
         return ProtocolFailure(f"SMTP error with {where}: {exc}")
     return None
