@@ -16,10 +16,9 @@ import trustme
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import PASSWORD, USER, Server, start_server  # noqa: E402
-
 from pymail import settings as settings_module  # noqa: E402
 from pymail.cli import main  # noqa: E402
+from servers import PASSWORD, USER, Server, start_server  # noqa: E402
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import Result, recipe
 from servers import PASSWORD, USER, RawServer, Recorder, free_port, start_server
 

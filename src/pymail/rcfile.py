@@ -135,10 +135,16 @@ def logical_lines(text: str, name: str) -> Iterator[Line]:
     """Yield the file's lines, joined where a line ends in a backslash."""
     pending: list[str] = []
     start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Only a newline ends a line: form feeds and Unicode separators are data.
+    raws = text.split("\n")
+    if raws[-1] == "":
+        raws.pop()
+    for number, raw in enumerate(raws, start=1):
+        raw = raw.removesuffix("\r")
         if not pending:
             start = number
-        if raw.endswith("\\") and not raw.endswith("\\\\"):
+        trailing = len(raw) - len(raw.rstrip("\\"))
+        if trailing % 2:
             # heirloom replaces the backslash-newline pair by a space.
             pending.append(raw[:-1] + " ")
             continue
@@ -236,23 +242,32 @@ class Interpreter:
 
     def _test(self, args: list[str], where: str) -> bool:
         """Evaluate a condition: heirloom's r, s, t and their long names."""
-        if not args:
+        words = list(args)
+        negate = False
+        # `!` may stand alone (s-nail) or be glued to the word (heirloom).
+        while words and words[0].startswith("!"):
+            negate = not negate
+            words[0] = words[0][1:]
+            if not words[0]:
+                words.pop(0)
+        if not words:
             raise ConfigError(f"{where}: if needs a condition")
-        negate = args[0].startswith("!")
-        word = args[0].lstrip("!").lower()
-        if word in ("r", "receive"):
+        word = words[0]
+        if len(words) > 1:
+            word = ""  # an expression: see below
+        if word.lower() in ("r", "receive"):
             value = False
-        elif word in ("s", "send"):
+        elif word.lower() in ("s", "send"):
             value = True
-        elif word in ("t", "term", "terminal"):
+        elif word.lower() in ("t", "term", "terminal"):
             value = self.terminal
-        elif word.startswith("$") and len(args) == 1:
+        elif word.startswith("$"):
             value = word[1:].strip("{}") in self.state.variables
         else:
             # s-nail's richer expressions compare values pymail does not
-            # keep; taking the branch as false is the receive-side reading.
+            # keep; the branch is skipped whatever its negation.
             log.debug("%s: condition %r read as false", where, " ".join(args))
-            value = False
+            return False
         return value != negate
 
     def execute(self, command: str, args: list[str], where: str) -> None:

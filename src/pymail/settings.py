@@ -11,6 +11,7 @@ The sources, later ones winning (see resolve_variables):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pwd
 import socket
@@ -106,11 +107,14 @@ class Settings:
     def relay(self) -> Relay:
         """The relay from `mta` (an SMTP URL) or `smtp`; exit 78 if neither."""
         mta = self.text("mta")
-        if mta and "://" in mta:
-            return parse_url(mta, self.origin("mta"))
         smtp = self.text("smtp")
-        if smtp:
+        if mta and "://" in mta:
+            relay = parse_url(mta, self.origin("mta"))
+        elif smtp:
             relay = parse_url(smtp, self.origin("smtp"))
+        else:
+            relay = None
+        if relay is not None:
             if self.flag("smtp-use-starttls") and not relay.implicit_tls:
                 relay.starttls = True
             return relay
@@ -159,7 +163,7 @@ class Settings:
             seconds = float(value)
         except ValueError:
             seconds = 0.0
-        if seconds <= 0:
+        if not (0 < seconds < math.inf):
             raise ConfigError(f"{self.origin('socket-connect-timeout')}: "
                               f"socket-connect-timeout={value} is not a "
                               "positive number of seconds")
@@ -190,9 +194,11 @@ def parse_url(value: str, where: str) -> Relay:
                           "submission://")
     default_port, implicit, starttls = SCHEMES[scheme]
     try:
-        port = parts.port or default_port
-    except ValueError as exc:
-        raise ConfigError(f"{where}: bad port in {redact_url(value)!r}") from exc
+        port = default_port if parts.port is None else parts.port
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}: bad port in {redact_url(value)!r}")
     host = parts.hostname
     if not host:
         raise ConfigError(f"{where}: no host name in {redact_url(value)!r}")
