@@ -108,7 +108,8 @@ class MailxCommand(click.Command):
 @click.option("-V", "--version", "version", is_flag=True,
               help="Show the version and exit.")
 @click.pass_context
-def command(ctx: click.Context, addresses: tuple[str, ...], **options: Any) -> None:
+def command(ctx: click.Context, /, addresses: tuple[str, ...],
+            **options: Any) -> None:
     """Send mail, as mailx does: `echo text | pymail -s subject address`."""
     if options.pop("version"):
         click.echo(f"pymail {__version__}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Attachment:
     name: str
     content_type: str
     stream: BinaryIO
+    headers: bytes = b""
 
     @classmethod
     def open(cls, name: str) -> Attachment:
@@ -50,10 +52,14 @@ class Attachment:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise NoInputError(f"attachment {name}: {reason}") from exc
-        content_type, encoding = mimetypes.guess_type(path.name)
+        # A name from a GBK or Latin-1 system is not UTF-8: decode it.
+        display = decode_text(os.fsencode(path.name))
+        content_type, encoding = mimetypes.guess_type(display)
         if content_type is None or encoding is not None:
             content_type = "application/octet-stream"
-        return cls(path, path.name, content_type, stream)
+        attachment = cls(path, display, content_type, stream)
+        attachment.headers = header_bytes(attachment_headers(attachment))
+        return attachment
 
     def close(self) -> None:
         self.stream.close()
@@ -75,13 +81,17 @@ class Draft:
     hostname: str = "localhost"
 
 
-def decode_body(data: bytes) -> str:
-    """Text from stdin's bytes: UTF-8, else Latin-1, which keeps every byte."""
+def decode_text(data: bytes) -> str:
+    """Text from bytes: UTF-8, else Latin-1, which keeps every byte."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return text.replace("\r\n", "\n")
+        return data.decode("latin-1")
+
+
+def decode_body(data: bytes) -> str:
+    """The body's text, with CRLF line ends read as line ends."""
+    return decode_text(data).replace("\r\n", "\n")
 
 
 def clean_subject(subject: str) -> str:
@@ -150,14 +160,15 @@ class Message:
         if not self.draft.attachments:
             yield payload_bytes(self.text_part)
             return
+        # The CRLF before each boundary belongs to the delimiter (RFC 2046,
+        # 5.1.1), so the text keeps its own last line break.
         dash = b"--" + self.boundary.encode("ascii")
         yield dash + CRLF + header_bytes(self.text_part) + CRLF
         yield payload_bytes(self.text_part)
         for attachment in self.draft.attachments:
-            yield dash + CRLF + header_bytes(attachment_headers(attachment))
-            yield CRLF
+            yield CRLF + dash + CRLF + attachment.headers + CRLF
             yield from base64_lines(attachment.stream)
-        yield dash + b"--" + CRLF
+        yield CRLF + dash + b"--" + CRLF
 
     def as_bytes(self) -> bytes:
         """The whole message; for tests and small messages only."""

@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pymail import trust
 from pymail.errors import (
@@ -26,6 +27,9 @@ from pymail.errors import (
     TemporaryFailure,
 )
 from pymail.settings import Relay, Settings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 transcript = logging.getLogger("pymail.transcript")
@@ -64,9 +68,9 @@ class _Transcript:
 
     _in_auth = False
 
-    def send(self, s: str | bytes) -> None:
+    def send(self, s: ReadableBuffer | str) -> None:
         if transcript.isEnabledFor(logging.INFO):
-            line = s.decode("ascii", "replace") if isinstance(s, bytes) else s
+            line = s if isinstance(s, str) else bytes(s).decode("ascii", "replace")
             transcript.info(">>> %s", self._masked(line.rstrip("\r\n")))
         super().send(s)  # type: ignore[misc]
 
@@ -251,9 +255,15 @@ class Connection:
                               f"RCPT TO:<{recipient}>", 250, 251)
             self._command("DATA", "DATA", 354)
             total = 0
-            for data in dot_stuffed(chunks):
-                session.send_raw(data)
-                total += len(data)
+            try:
+                for data in dot_stuffed(chunks):
+                    session.send_raw(data)
+                    total += len(data)
+            except BaseException:
+                # Mid-DATA nothing but dropping the connection aborts the
+                # transaction; QUIT would be read as message text.
+                self.close_quietly()
+                raise
             transcript.info(">>> [message, %d bytes]", total)
             session.send_raw(b".\r\n")
             transcript.info(">>> .")

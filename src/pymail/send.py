@@ -54,7 +54,8 @@ def send_request(request: Request) -> int:
     attachments: list[Attachment] = []
     try:
         sender, envelope_sender = sender_of(request, settings)
-        attachments = [Attachment.open(name) for name in request.attach]
+        for name in request.attach:
+            attachments.append(Attachment.open(name))
         draft, recipients = make_draft(request, settings, sender, body,
                                        attachments)
         message = Message(draft)
