@@ -405,10 +405,19 @@ def test_attachment_with_empty_body(relay: Server, run: Run,
     result = run("-s", "only a file", "-a", str(path), TO, input=b"")
     assert result.code == 0, result.err
     message = parse(relay.messages[0])
+    # An empty stdin with attachments sends only the attachments.
     parts = list(message.iter_parts())
-    assert parts[0].get_content_type() == "text/plain"
-    (part,) = attachments_of(message)
-    assert part.get_payload(decode=True) == content
+    assert [p.get_content_type() for p in parts] == ["application/pdf"]
+    assert parts[0].get_payload(decode=True) == content
+
+
+def test_attachment_with_empty_body_and_E_sends_nothing(
+        relay: Server, run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "x.pdf"
+    path.write_bytes(b"%PDF-1.4\n")
+    result = run("-E", "-s", "only a file", "-a", str(path), TO, input=b"")
+    assert result.code == 0, result.err
+    assert relay.messages == []
 
 
 def test_text_part_without_final_newline(relay: Server, run: Run,

@@ -82,20 +82,16 @@ def parse_mailbox(text: str, where: str) -> Mailbox:
     name, addr = parseaddr(text)
     if not addr or not ADDR_SPEC.fullmatch(addr) or not _whole(text, addr):
         raise DataError(f"invalid address {text!r} in {where}")
-    return Mailbox(name.strip(), ascii_address(addr, where))
+    return Mailbox(name.strip(), wire_address(addr, where))
 
 
-def ascii_address(addr: str, where: str) -> str:
+def wire_address(addr: str, where: str) -> str:
     """The address as it goes on the wire: the domain in IDNA 2008 form.
 
-    A non-ASCII local part would need SMTPUTF8, which pymail does not
-    speak yet; it is refused here, before any connection.
+    A non-ASCII local part is kept; it can only go to a relay that offers
+    SMTPUTF8, which the relay checks.
     """
     local, _, domain = addr.rpartition("@")
-    if not local.isascii():
-        raise DataError(f"address {addr!r} in {where} has a non-ASCII local "
-                        "part, which needs SMTPUTF8",
-                        hint="use the mailbox's ASCII address")
     if domain.isascii():
         return addr
     import idna

@@ -17,8 +17,8 @@ from pymail.errors import EX_SOFTWARE, EX_USAGE, PymailError
 log = logging.getLogger("pymail")
 
 # Options that take a value, for finding a `--` that ends pymail's options.
-VALUE_OPTIONS = frozenset("scbraS")
-FLAG_OPTIONS = frozenset("nEvV")
+VALUE_OPTIONS = frozenset("scbraSMqC")
+FLAG_OPTIONS = frozenset("nEvVt")
 
 
 @dataclass
@@ -38,6 +38,10 @@ class Request:
     debug: bool = False
     envelope_sender: str | None = None
     sendmail_args: list[str] = field(default_factory=list)
+    body_type: str = "text/plain"
+    quote_file: str | None = None
+    custom_headers: tuple[str, ...] = ()
+    read_headers: bool = False
 
 
 def split_sendmail_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -96,6 +100,15 @@ class MailxCommand(click.Command):
               help="Attach a file (repeatable).")
 @click.option("-S", "assign", multiple=True, metavar="VAR[=VALUE]",
               help="Set a mail.rc variable; beats the files.")
+@click.option("-M", "body_type", metavar="TYPE", default="text/plain",
+              help="Send stdin as this MIME type (e.g. text/html).")
+@click.option("-q", "quote_file", metavar="FILE",
+              help="Put this file's text before stdin's.")
+@click.option("-C", "custom_headers", multiple=True, metavar="'FIELD: VALUE'",
+              help="Add a header (repeatable).")
+@click.option("-t", "read_headers", is_flag=True,
+              help="stdin starts with headers; To, Cc, Bcc there are "
+              "recipients.")
 @click.option("-n", "no_system", is_flag=True,
               help="Do not read /etc/mail.rc.")
 @click.option("-E", "skip_empty", is_flag=True,
@@ -127,8 +140,11 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
         assign=options["assign"], read_system=not options["no_system"],
         skip_empty=options["skip_empty"], verbose=verbose, debug=debug,
         envelope_sender=parse_sendmail_args(sendmail_args),
-        sendmail_args=sendmail_args)
-    if not (request.to or request.cc or request.bcc):
+        sendmail_args=sendmail_args, body_type=options["body_type"],
+        quote_file=options["quote_file"],
+        custom_headers=options["custom_headers"],
+        read_headers=options["read_headers"])
+    if not (request.to or request.cc or request.bcc or request.read_headers):
         raise click.UsageError("no recipients given")
     from pymail.send import send_request
 

@@ -1,20 +1,27 @@
 """Building the message and writing it as a stream of CRLF lines.
 
-The headers and the text part are made by the standard `email` package. The
-message is written part by part, attachments base64-encoded in slices read
-from their files, so an attachment never has to sit in memory whole.
+Headers are made and folded by the standard `email` package. Bodies are
+encoded here, because what scripts pipe in (colour codes, bare carriage
+returns, NUL, logs in GBK, 5,000-character lines) must arrive byte for byte
+and the `email` package's text encoder treats some of it as line breaks.
+The message is written part by part, attachments base64-encoded in slices
+read from their files, so an attachment never has to sit in memory whole.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import mimetypes
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -24,17 +31,133 @@ from pymail import __version__
 from pymail.addresses import Mailbox
 from pymail.errors import DataError, NoInputError
 
-# 7bit, not 8bit: the body must pass any relay, with or without 8BITMIME.
+# 7bit, not 8bit: the message must pass any relay, with or without 8BITMIME.
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
+# Headers holding a non-ASCII address go out as UTF-8 (RFC 6532).
+POLICY_UTF8 = email_policy.SMTPUTF8.clone(cte_type="7bit")
 CRLF = b"\r\n"
+# RFC 5321, 4.5.3.1.6: 998 octets of text per line, then CRLF.
+MAX_LINE = 998
 # 57 input bytes make one 76-character base64 line (RFC 2045, 6.8).
 BASE64_LINE = 57
 BASE64_SLICE = BASE64_LINE * 1024
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MIME_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*")
+# Headers that only pymail writes: -C cannot add them, -t reads them.
+OWN_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "subject", "mime-version", "content-type",
+    "content-transfer-encoding",
+})
+FIELD_NAME = re.compile(r"[!-9;-~]+")
 
+
+def usable_charset(name: str | None) -> str | None:
+    """A codec name Python knows, or None (unknown, ASCII or UTF-8)."""
+    if not name:
+        return None
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        return None
+    if codec in ("ascii", "utf-8"):
+        return None
+    return codec
+
+
+def locale_charset(environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """The charset named by LC_ALL, LC_CTYPE or LANG (zh_CN.GBK -> gbk).
+
+    Read from the variables rather than from setlocale, so that it does not
+    depend on which locales happen to be installed.
+    """
+    for name in ("LC_ALL", "LC_CTYPE", "LANG"):
+        value = environ.get(name)
+        if value:
+            charset = value.partition(".")[2].partition("@")[0]
+            return usable_charset(charset)
+    return None
+
+
+def decode_text(data: bytes, fallbacks: list[str] | tuple[str, ...] = ()) -> str:
+    """Text from bytes: UTF-8, else each fallback charset, else Latin-1,
+    which maps every byte to a character so that nothing is lost."""
+    for charset in ("utf-8", *fallbacks):
+        try:
+            return data.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return data.decode("latin-1")
+
+
+def clean_subject(subject: str) -> str:
+    """A newline in the subject becomes a space, as s-nail does it."""
+    text = subject.replace("\r\n", "\n")
+    return " ".join(CONTROL.sub(" ", line) for line in text.split("\n")).strip()
+
+
+def clean_name(name: str) -> str:
+    """An attachment name without control characters (they become _)."""
+    return CONTROL.sub("_", name)
+
+
+# Bodies -------------------------------------------------------------------
+
+def canonical_text(text: str) -> bytes:
+    """UTF-8 with CRLF line ends; LF and CRLF are line ends, a lone CR is
+    data (a progress bar), and the text ends with a line end."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return b"".join(line.encode("utf-8") + CRLF for line in lines)
+
+
+def is_7bit(data: bytes) -> bool:
+    """ASCII, no NUL, no lone CR, every line within the SMTP limit."""
+    if not data.isascii() or b"\0" in data:
+        return False
+    lines = data.split(CRLF)
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        return False
+    return max((len(line) for line in lines), default=0) <= MAX_LINE
+
+
+def quoted_printable(data: bytes) -> bytes:
+    """Quoted-printable with CRLF hard breaks and 76-character lines;
+    a lone CR, NUL and escape codes are encoded, so they survive."""
+    lines = data.split(CRLF)
+    ends_with_break = lines[-1] == b""
+    if ends_with_break:
+        lines.pop()
+    encoded = [binascii.b2a_qp(line, quotetabs=False, istext=False)
+               .replace(b"=\n", b"=\r\n") for line in lines]
+    result = CRLF.join(encoded)
+    # Without a final line break the last line ends in a soft break.
+    return result + (CRLF if ends_with_break else b"=" + CRLF)
+
+
+def base64_body(data: bytes) -> bytes:
+    encoded = base64.b64encode(data)
+    return b"".join(encoded[i:i + 76] + CRLF for i in range(0, len(encoded), 76))
+
+
+def encode_body(data: bytes, *, text: bool) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, encoded bytes): 7bit when that is safe,
+    else the shorter of quoted-printable and base64 (always base64 for data
+    that is not text)."""
+    if not text:
+        return "base64", base64_body(data)
+    if is_7bit(data):
+        return "7bit", data
+    qp = quoted_printable(data)
+    b64 = base64_body(data)
+    return ("quoted-printable", qp) if len(qp) <= len(b64) else ("base64", b64)
+
+
+# Attachments -------------------------------------------------------------
 
 @dataclass
 class Attachment:
-    """A file to attach, opened before any connection is made."""
+    """A file to attach, opened and checked before any connection is made."""
 
     path: Path
     name: str
@@ -43,7 +166,7 @@ class Attachment:
     headers: bytes = b""
 
     @classmethod
-    def open(cls, name: str) -> Attachment:
+    def open(cls, name: str, fallbacks: tuple[str, ...] = ()) -> Attachment:
         path = Path(name)
         if path.is_dir():
             raise NoInputError(f"attachment {name}: is a directory")
@@ -52,51 +175,83 @@ class Attachment:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise NoInputError(f"attachment {name}: {reason}") from exc
-        # A name from a GBK or Latin-1 system is not UTF-8: decode it.
-        display = decode_text(os.fsencode(path.name))
-        content_type, encoding = mimetypes.guess_type(display)
+        if not path.is_file():
+            stream.close()
+            raise NoInputError(f"attachment {name}: not a regular file")
+        # A name made on a GBK or Latin-1 system is not UTF-8: decode it.
+        display = clean_name(decode_text(os.fsencode(path.name), fallbacks))
+        content_type, encoding = mimetypes.guess_type(display, strict=False)
         if content_type is None or encoding is not None:
             content_type = "application/octet-stream"
         attachment = cls(path, display, content_type, stream)
-        attachment.headers = header_bytes(attachment_headers(attachment))
+        attachment.headers = attachment_headers(display, content_type)
         return attachment
 
     def close(self) -> None:
         self.stream.close()
 
 
+def attachment_headers(name: str, content_type: str) -> bytes:
+    """Content-Type with name= and Content-Disposition with filename=.
+
+    A non-ASCII name goes in filename* (RFC 2231), which current clients
+    read, and RFC 2047-encoded in name=, which older ones read.
+    """
+    disposition = EmailMessage(policy=POLICY)
+    disposition.add_header("Content-Disposition", "attachment", filename=name)
+    disposition["Content-Transfer-Encoding"] = "base64"
+    if name.isascii():
+        kind = EmailMessage(policy=POLICY)
+        kind["Content-Type"] = content_type
+        kind.set_param("name", name)
+        first = header_bytes(kind)
+    else:
+        words = Header(name, "utf-8", maxlinelen=70).encode(linesep="\r\n ")
+        first = f'Content-Type: {content_type};\r\n name="{words}"\r\n'.encode()
+    return first + header_bytes(disposition)
+
+
+def base64_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """Base64 of a file in 76-character CRLF lines, one slice at a time."""
+    stream.seek(0)
+    while True:
+        data = _read_slice(stream)
+        if not data:
+            return
+        # Slices are a multiple of 57 bytes, so only the last one is short.
+        yield base64_body(data)
+
+
+def _read_slice(stream: BinaryIO) -> bytes:
+    """Read BASE64_SLICE bytes, or fewer only at the end of the file."""
+    data = b""
+    while len(data) < BASE64_SLICE:
+        more = stream.read(BASE64_SLICE - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+# The message --------------------------------------------------------------
+
 @dataclass
 class Draft:
     """What the user asked to send."""
 
-    sender: Mailbox
+    sender: list[Mailbox]
     to: list[Mailbox]
     cc: list[Mailbox] = field(default_factory=list)
     subject: str = ""
     body: bytes = b""
+    body_type: str = "text/plain"
     attachments: list[Attachment] = field(default_factory=list)
     reply_to: list[Mailbox] = field(default_factory=list)
     sender_header: Mailbox | None = None
     organization: str | None = None
     hostname: str = "localhost"
-
-
-def decode_text(data: bytes) -> str:
-    """Text from bytes: UTF-8, else Latin-1, which keeps every byte."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def decode_body(data: bytes) -> str:
-    """The body's text, with CRLF line ends read as line ends."""
-    return decode_text(data).replace("\r\n", "\n")
-
-
-def clean_subject(subject: str) -> str:
-    """A newline in the subject becomes a space, as s-nail does it."""
-    return " ".join(subject.replace("\0", " ").splitlines()).strip()
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    fallback_charsets: tuple[str, ...] = ()
 
 
 class Message:
@@ -104,70 +259,113 @@ class Message:
 
     def __init__(self, draft: Draft) -> None:
         self.draft = draft
-        self.headers = EmailMessage(policy=POLICY)
-        self.text_part = self._text_part(draft.body)
+        self.utf8 = any(not m.addr.isascii() for m in self._mailboxes())
+        self.policy = POLICY_UTF8 if self.utf8 else POLICY
+        self.headers = EmailMessage(policy=self.policy)
         self.boundary = "=_pymail_" + secrets.token_hex(12)
+        self.text_headers, self.text_payload = self._body_part()
         self._set_headers()
 
-    def _text_part(self, body: bytes) -> EmailMessage:
-        text = decode_body(body)
-        part = EmailMessage(policy=POLICY)
-        charset = "us-ascii" if text.isascii() else "utf-8"
-        part.set_content(text, charset=charset)
-        del part["MIME-Version"]
-        return part
+    def _mailboxes(self) -> list[Mailbox]:
+        draft = self.draft
+        extra = [draft.sender_header] if draft.sender_header else []
+        return draft.sender + draft.to + draft.cc + draft.reply_to + extra
+
+    @property
+    def has_text(self) -> bool:
+        """False when the body is empty and there are attachments: then only
+        the attachments are sent."""
+        return bool(self.draft.body) or not self.draft.attachments
+
+    def _body_part(self) -> tuple[list[tuple[str, str]], bytes]:
+        draft = self.draft
+        kind = draft.body_type.lower()
+        if not MIME_TYPE.fullmatch(kind):
+            raise DataError(f"-M {draft.body_type!r} is not a MIME type "
+                            "(like text/html)")
+        if not kind.startswith("text/"):
+            cte, payload = encode_body(draft.body, text=False)
+            return [("Content-Type", kind),
+                    ("Content-Transfer-Encoding", cte)], payload
+        text = decode_text(draft.body, draft.fallback_charsets)
+        data = canonical_text(text)
+        charset = "us-ascii" if data.isascii() else "utf-8"
+        cte, payload = encode_body(data, text=True)
+        return [("Content-Type", f'{kind}; charset="{charset}"'),
+                ("Content-Transfer-Encoding", cte)], payload
 
     def _set(self, name: str, value: str) -> None:
         try:
             self.headers[name] = value
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, TypeError) as exc:
             raise DataError(f"cannot put {value!r} in the {name} header: "
                             f"{exc}") from exc
 
     def _set_headers(self) -> None:
         draft = self.draft
-        domain = draft.sender.addr.rpartition("@")[2] or draft.hostname
-        self._set("Date", format_datetime(datetime.now().astimezone()))
-        self._set("From", draft.sender.header())
-        if draft.sender_header:
-            self._set("Sender", draft.sender_header.header())
-        if draft.reply_to:
-            self._set("Reply-To", ", ".join(m.header() for m in draft.reply_to))
-        if draft.to:
-            self._set("To", ", ".join(m.header() for m in draft.to))
-        if draft.cc:
-            self._set("Cc", ", ".join(m.header() for m in draft.cc))
+        first = draft.sender[0]
+        domain = first.addr.rpartition("@")[2] or draft.hostname
+        # Headers given with -C or -t win over the ones pymail would make
+        # from variables; From, To, Cc, Subject and MIME are always pymail's.
+        given = {name.lower() for name, _ in draft.extra_headers}
+
+        def own(name: str, value: str | None) -> None:
+            if value and name.lower() not in given:
+                self._set(name, value)
+
+        own("Date", format_datetime(datetime.now().astimezone()))
+        self._set("From", ", ".join(m.header() for m in draft.sender))
+        sender = draft.sender_header
+        if sender is None and len(draft.sender) > 1:
+            sender = first  # RFC 5322, 3.6.2: several authors need a Sender
+        own("Sender", sender.header() if sender else None)
+        own("Reply-To", ", ".join(m.header() for m in draft.reply_to))
+        own("To", ", ".join(m.header() for m in draft.to))
+        own("Cc", ", ".join(m.header() for m in draft.cc))
         self._set("Subject", clean_subject(draft.subject))
-        self._set("Message-ID", make_msgid(domain=domain))
+        own("Message-ID", make_msgid(domain=domain))
         if draft.organization:
-            self._set("Organization", draft.organization)
-        self._set("User-Agent", f"pymail/{__version__}")
+            own("Organization", clean_subject(draft.organization))
+        for name, value in draft.extra_headers:
+            self._set(name, value)
+        own("User-Agent", f"pymail/{__version__}")
         self._set("MIME-Version", "1.0")
         if draft.attachments:
             self._set("Content-Type",
                       f'multipart/mixed; boundary="{self.boundary}"')
         else:
-            for name, value in self.text_part.items():
+            for name, value in self.text_headers:
                 self._set(name, value)
 
     @property
     def message_id(self) -> str:
         return str(self.headers["Message-ID"])
 
+    def header_block(self, *, skip: frozenset[str] = frozenset()) -> bytes:
+        return b"".join(self.policy.fold_binary(name, value)
+                        for name, value in self.headers.items()
+                        if name.lower() not in skip)
+
     def chunks(self) -> Iterator[bytes]:
         """The message as bytes; each chunk ends at the end of a line."""
-        yield header_bytes(self.headers) + CRLF
+        yield self.header_block() + CRLF
         if not self.draft.attachments:
-            yield payload_bytes(self.text_part)
+            yield self.text_payload
             return
         # The CRLF before each boundary belongs to the delimiter (RFC 2046,
-        # 5.1.1), so the text keeps its own last line break.
+        # 5.1.1), so every part keeps its own last line break.
         dash = b"--" + self.boundary.encode("ascii")
-        yield dash + CRLF + header_bytes(self.text_part) + CRLF
-        yield payload_bytes(self.text_part)
+        opening = dash + CRLF
+        if self.has_text:
+            part = b"".join(f"{name}: {value}\r\n".encode()
+                            for name, value in self.text_headers)
+            yield opening + part + CRLF
+            yield self.text_payload
+            opening = CRLF + opening
         for attachment in self.draft.attachments:
-            yield CRLF + dash + CRLF + attachment.headers + CRLF
+            yield opening + attachment.headers + CRLF
             yield from base64_lines(attachment.stream)
+            opening = CRLF + dash + CRLF
         yield CRLF + dash + b"--" + CRLF
 
     def as_bytes(self) -> bytes:
@@ -181,45 +379,53 @@ def header_bytes(message: EmailMessage) -> bytes:
                     for name, value in message.items())
 
 
-def payload_bytes(part: EmailMessage) -> bytes:
-    """The encoded body of a single part (7bit, quoted-printable, base64)."""
-    payload = part.get_payload()
-    assert isinstance(payload, str)
-    data = payload.replace("\r\n", "\n").replace("\n", "\r\n").encode("ascii")
-    if data and not data.endswith(CRLF):
-        data += CRLF
-    return data
+def check_field(line: str, where: str) -> tuple[str, str]:
+    """Split `Field: value` (from -C or a -t header), refusing what would
+    add a header line or replace one pymail writes."""
+    name, colon, value = line.partition(":")
+    name = name.strip()
+    if not colon or not FIELD_NAME.fullmatch(name):
+        raise DataError(f"{where}: {line!r} is not a `Field: value` header")
+    if any(c in value for c in "\r\n\0"):
+        raise DataError(f"{where}: the value of {name} holds a line break "
+                        "or NUL")
+    return name, value.strip()
 
 
-def attachment_headers(attachment: Attachment) -> EmailMessage:
-    part = EmailMessage(policy=POLICY)
-    part["Content-Type"] = attachment.content_type
-    part.set_param("name", attachment.name)
-    part.add_header("Content-Disposition", "attachment",
-                    filename=attachment.name)
-    part["Content-Transfer-Encoding"] = "base64"
-    return part
-
-
-def base64_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """Base64 of a file in 76-character CRLF lines, one slice at a time."""
-    stream.seek(0)
-    while True:
-        data = _read_slice(stream)
-        if not data:
-            return
-        # Slices are a multiple of 57 bytes, so only the last one is short.
-        encoded = base64.b64encode(data)
-        yield b"".join(encoded[i:i + 76] + CRLF
-                       for i in range(0, len(encoded), 76))
-
-
-def _read_slice(stream: BinaryIO) -> bytes:
-    """Read BASE64_SLICE bytes, or fewer only at the end of the file."""
-    data = b""
-    while len(data) < BASE64_SLICE:
-        more = stream.read(BASE64_SLICE - len(data))
-        if not more:
+def split_header_block(data: bytes, fallbacks: tuple[str, ...] = ()
+                       ) -> tuple[list[tuple[str, str]], bytes]:
+    """For -t: the header lines at the start of data, and the body after
+    the first empty line. Folded lines are unfolded; encoded words are
+    decoded. A line that is neither a header nor a continuation is an error
+    naming its number."""
+    headers: list[tuple[str, str]] = []
+    position = 0
+    number = 0
+    while position < len(data):
+        end = data.find(b"\n", position)
+        end = len(data) if end < 0 else end + 1
+        raw = data[position:end]
+        position = end
+        number += 1
+        line = decode_text(raw, fallbacks).rstrip("\r\n")
+        if not line.strip():
             break
-        data += more
-    return data
+        if line[0] in " \t" and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        headers.append(check_field(line, f"-t header line {number}"))
+    else:
+        position = len(data)
+    return [(name, decoded_header(name, value)) for name, value in headers], \
+        data[position:]
+
+
+def decoded_header(name: str, value: str) -> str:
+    """A header value with RFC 2047 encoded words decoded."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(email_policy.default.header_factory(name, value))
+    except (ValueError, IndexError, TypeError):
+        return value

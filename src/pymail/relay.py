@@ -20,10 +20,12 @@ from pymail import trust
 from pymail.errors import (
     AuthFailure,
     ConfigError,
+    DataError,
     DeliveryError,
     HostNotFound,
     PermanentFailure,
     ProtocolFailure,
+    PymailError,
     TemporaryFailure,
 )
 from pymail.settings import Relay, Settings
@@ -49,6 +51,11 @@ class Envelope:
 
     sender: str
     recipients: list[str]
+
+    @property
+    def smtputf8(self) -> bool:
+        """True when an address has a non-ASCII local part (RFC 6531)."""
+        return not all(a.isascii() for a in [self.sender, *self.recipients])
 
 
 def decode_reply(data: bytes | str) -> str:
@@ -249,7 +256,8 @@ class Connection:
         session = self.session
         assert session is not None
         with self._errors("sending"):
-            self._command("MAIL FROM", f"MAIL FROM:<{envelope.sender}>", 250)
+            self._command("MAIL FROM", f"MAIL FROM:<{envelope.sender}>"
+                          + self._mail_parameters(envelope), 250)
             for recipient in envelope.recipients:
                 self._command(f"RCPT TO <{recipient}>",
                               f"RCPT TO:<{recipient}>", 250, 251)
@@ -271,6 +279,22 @@ class Connection:
             if code != 250:
                 self._fail("end of DATA", code, text)
             return f"{code} {decode_reply(text)}"
+
+    def _mail_parameters(self, envelope: Envelope) -> str:
+        """SMTPUTF8 (and 8BITMIME with it) when an address needs it."""
+        session = self.session
+        assert session is not None
+        if not envelope.smtputf8:
+            return ""
+        if not session.has_extn("smtputf8"):
+            address = next(a for a in [envelope.sender, *envelope.recipients]
+                           if not a.isascii())
+            raise DataError(f"{self.relay.address} does not offer SMTPUTF8, "
+                            f"which the address {address} needs",
+                            hint="use an ASCII address for this mailbox")
+        session.command_encoding = "utf-8"
+        body = " BODY=8BITMIME" if session.has_extn("8bitmime") else ""
+        return " SMTPUTF8" + body
 
     def _command(self, what: str, line: str, *ok: int) -> None:
         session = self.session
@@ -330,7 +354,7 @@ class _ErrorMap:
 
     def __exit__(self, kind: type | None, exc: BaseException | None,
                  tb: object) -> None:
-        if exc is None or isinstance(exc, DeliveryError | ConfigError):
+        if exc is None or isinstance(exc, PymailError):
             return
         error = classify(exc, self.connection.relay, self.connection.settings)
         if error is None:

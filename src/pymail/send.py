@@ -10,13 +10,24 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymail import delivery
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.cli import Request, default_user
-from pymail.errors import ConfigError, PymailError
-from pymail.message import Attachment, Draft, Message, clean_subject
+from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
+from pymail.message import (
+    OWN_HEADERS,
+    Attachment,
+    Draft,
+    Message,
+    check_field,
+    clean_subject,
+    locale_charset,
+    split_header_block,
+    usable_charset,
+)
 from pymail.relay import Envelope, deliver
 from pymail.settings import Settings, home_dir, resolve_variables
 
@@ -27,6 +38,20 @@ NO_EFFECT = {
     "sendwait": "pymail always waits for the relay",
     "sendcharsets": "pymail sends UTF-8 (or US-ASCII when that is enough)",
 }
+
+
+@dataclass
+class Parsed:
+    """The request after -t: recipients, subject and headers from stdin."""
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    sender: str | None
+    body: bytes
+    body_type: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def send_request(request: Request) -> int:
@@ -46,18 +71,18 @@ def send_request(request: Request) -> int:
             log.info("%s is accepted: %s", name, why)
 
     body = read_body(settings)
-    if request.skip_empty and not body.strip() and not request.attach:
-        log.info("empty message not sent (-E)")
-        return 0
-
     dead = settings.dead_letter()
     attachments: list[Attachment] = []
     try:
-        sender, envelope_sender = sender_of(request, settings)
+        parsed = parse_input(request, settings, body)
+        if request.skip_empty and not parsed.body:
+            log.info("empty message not sent (-E)")
+            return 0
+        fallbacks = charsets(settings)
         for name in request.attach:
-            attachments.append(Attachment.open(name))
-        draft, recipients = make_draft(request, settings, sender, body,
-                                       attachments)
+            attachments.append(Attachment.open(name, fallbacks))
+        senders, envelope_sender = senders_of(request, parsed, settings)
+        draft, recipients = make_draft(parsed, settings, senders, attachments)
         message = Message(draft)
     except PymailError as error:
         close_all(attachments)
@@ -69,8 +94,9 @@ def send_request(request: Request) -> int:
         code = fail(error, dead, envelope.sender, message.chunks())
         close_all(attachments)
         return code
-    close_all(attachments)
     log.info("delivered %s: %s", message.message_id, reply)
+    record(settings, envelope.sender, message)
+    close_all(attachments)
     return 0
 
 
@@ -103,47 +129,135 @@ def read_body(settings: Settings) -> bytes:
     return b"".join(lines)
 
 
-def sender_of(request: Request, settings: Settings) -> tuple[Mailbox, str]:
-    """The From mailbox and the envelope sender."""
-    if request.from_:
-        sender = parse_mailbox(request.from_, "-r")
+def charsets(settings: Settings) -> tuple[str, ...]:
+    """Charsets to try, in order, for input that is not UTF-8: ttycharset,
+    the locale's charset (unless ASCII or UTF-8), s-nail's charset-8bit.
+    Latin-1, which keeps every byte, comes after them all."""
+    found = [usable_charset(settings.text("ttycharset")),
+             locale_charset(os.environ),
+             usable_charset(settings.text("charset-8bit"))]
+    return tuple(dict.fromkeys(c for c in found if c))
+
+
+def parse_input(request: Request, settings: Settings, body: bytes) -> Parsed:
+    """Apply -q and -t to what was read from stdin."""
+    parsed = Parsed(list(request.to), list(request.cc), list(request.bcc),
+                    request.subject or "", request.from_, body,
+                    request.body_type)
+    for line in request.custom_headers:
+        name, value = check_field(line, "-C")
+        if name.lower() in OWN_HEADERS:
+            raise UsageError(f"-C cannot set {name}: use -s, -r, -c, -b, "
+                             "-M or the recipients instead")
+        parsed.headers.append((name, value))
+    if request.read_headers:
+        read_header_block(parsed, request, charsets(settings))
+    if request.quote_file:
+        parsed.body = read_quote(request.quote_file) + parsed.body
+    if not (parsed.to or parsed.cc or parsed.bcc):
+        raise UsageError("no recipients: none given, none in the -t headers")
+    return parsed
+
+
+def read_header_block(parsed: Parsed, request: Request,
+                      fallbacks: tuple[str, ...]) -> None:
+    """-t: To, Cc and Bcc add recipients; Subject and From apply unless -s
+    or -r says otherwise; other headers are kept; Bcc is never written."""
+    headers, parsed.body = split_header_block(parsed.body, fallbacks)
+    for name, value in headers:
+        key = name.lower()
+        if key in ("to", "cc", "bcc"):
+            getattr(parsed, key).append(value)
+        elif key == "subject":
+            if request.subject is None:
+                parsed.subject = value
+        elif key == "from":
+            if request.from_ is None:
+                parsed.sender = value
+        elif key == "content-type":
+            if request.body_type == "text/plain":
+                parsed.body_type = value.partition(";")[0].strip()
+        elif key not in ("mime-version", "content-transfer-encoding"):
+            parsed.headers.append((name, value))
+
+
+def read_quote(name: str) -> bytes:
+    """The file -q names, put before stdin's text."""
+    path = Path(name)
+    if path.is_dir():
+        raise NoInputError(f"-q {name}: is a directory")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NoInputError(f"-q {name}: {exc.strerror or exc}") from exc
+    return data if not data or data.endswith(b"\n") else data + b"\n"
+
+
+def senders_of(request: Request, parsed: Parsed,
+               settings: Settings) -> tuple[list[Mailbox], str]:
+    """The From mailboxes and the envelope sender (the first of them)."""
+    if parsed.sender:
+        where = "-r" if request.from_ else "the -t From header"
+        senders = parse_list([parsed.sender], where)
     elif settings.text("from"):
-        sender = parse_list([settings.text("from") or ""],
-                            f"from ({settings.origin('from')})")[0]
+        senders = parse_list([settings.text("from") or ""],
+                             f"from ({settings.origin('from')})")
     else:
         _, user, _ = settings.auth()
         if user and "@" in user:
             # Providers reject a MAIL FROM other than the login.
-            sender = parse_mailbox(user, "smtp-auth-user")
+            senders = [parse_mailbox(user, "smtp-auth-user")]
         else:
-            sender = Mailbox("", f"{default_user()}@{settings.hostname()}")
-    if "@" not in sender.addr:
-        sender = Mailbox(sender.name, f"{sender.addr}@{settings.hostname()}")
-    envelope = sender.addr
+            senders = [Mailbox("", f"{default_user()}@{settings.hostname()}")]
+    senders = [m if "@" in m.addr else
+               Mailbox(m.name, f"{m.addr}@{settings.hostname()}")
+               for m in senders]
+    if not senders:
+        raise ConfigError("the From address is empty")
+    envelope = senders[0].addr
     if request.envelope_sender:
         envelope = parse_mailbox(request.envelope_sender, "-f").addr
-    return sender, envelope
+    return senders, envelope
 
 
-def make_draft(request: Request, settings: Settings, sender: Mailbox,
-               body: bytes, attachments: list[Attachment]
-               ) -> tuple[Draft, list[str]]:
+def make_draft(parsed: Parsed, settings: Settings, senders: list[Mailbox],
+               attachments: list[Attachment]) -> tuple[Draft, list[str]]:
     """The draft and its envelope recipients (To, Cc and Bcc, each once)."""
     aliases = settings.aliases
-    to = expand(parse_list(request.to, "the recipients"), aliases, "To")
-    cc = expand(parse_list(request.cc, "-c"), aliases, "-c")
-    bcc = expand(parse_list(request.bcc, "-b"), aliases, "-b")
+    to = expand(parse_list(parsed.to, "the recipients"), aliases, "To")
+    cc = expand(parse_list(parsed.cc, "Cc"), aliases, "Cc")
+    bcc = expand(parse_list(parsed.bcc, "Bcc"), aliases, "Bcc")
     reply_to = parse_list([settings.text("replyto", "reply-to") or ""],
                           "replyto")
     sender_var = settings.text("sender")
     draft = Draft(
-        sender=sender, to=to, cc=cc, subject=request.subject or "",
-        body=body, attachments=attachments, reply_to=reply_to,
+        sender=senders, to=to, cc=cc, subject=parsed.subject,
+        body=parsed.body, body_type=parsed.body_type,
+        attachments=attachments, reply_to=reply_to,
         sender_header=parse_mailbox(sender_var, "sender") if sender_var
         else None,
         organization=settings.text("ORGANIZATION"),
-        hostname=settings.hostname())
+        hostname=settings.hostname(), extra_headers=parsed.headers,
+        fallback_charsets=charsets(settings))
     return draft, unique(to + cc + bcc)
+
+
+def record(settings: Settings, sender: str, message: Message) -> None:
+    """With `record` set, append a copy of the sent message (no Bcc: pymail
+    never writes one) to that mbox file. A failure here is only a warning:
+    the message was delivered."""
+    name = settings.text("record")
+    if not name:
+        return
+    path = Path(os.path.expanduser(name))
+    if not path.is_absolute():
+        path = home_dir() / path
+    try:
+        delivery.append_private(path, delivery.mbox_entry(sender,
+                                                          message.chunks()))
+    except OSError as exc:
+        log.warning("delivered, but could not write record %s: %s", path,
+                    exc.strerror or exc)
 
 
 def fallback_entry(request: Request, body: bytes) -> bytes:
