@@ -459,7 +459,7 @@ def run_at_terminal(rc: Path, home: Path, typed: bytes
         os.close(slave)
         slave = -1
         os.write(master, typed)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
             # Drain the echo so the terminal never blocks the child.
             ready, _, _ = select.select([master], [], [], 0.05)
@@ -468,7 +468,11 @@ def run_at_terminal(rc: Path, home: Path, typed: bytes
                     os.read(master, 4096)
                 except OSError:
                     break
-        if proc.poll() is None:
+        try:
+            # The terminal closes as pymail exits, a moment before its status
+            # can be collected.
+            proc.wait(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
             pytest.fail("pymail did not finish reading the terminal")
         out, err = proc.communicate(timeout=10)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -389,3 +389,45 @@ def test_reply_in_gbk_is_readable(mailrc, run, raw, cert):
     result = send(run)
     assert result.code == 77
     assert "登录失败" in result.err
+
+
+def test_timeout_after_greeting_has_no_port_hint(mailrc, run, raw, cert):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    # Greets and answers EHLO, then goes silent in the middle of AUTH.
+    srv = raw(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN", "334 VXNlcm5hbWU6"],
+              context=context)
+    mailrc(recipe(srv.port))
+    result = send(run, "-S", "socket-connect-timeout=1")
+    assert result.code == 75
+    assert "no answer" in result.err
+    assert "hint" not in result.err
+
+
+def test_verbose_names_files_read_and_where_the_password_is(
+        server, mailrc, run, tmp_path, monkeypatch):
+    rc = mailrc(recipe(server.port).replace(
+        f"set smtp-auth-password={PASSWORD}\n", ""))
+    env_file = tmp_path / "secret.env"
+    env_file.write_text(f"PYMAIL_SMTP_AUTH_PASSWORD={PASSWORD}\n")
+    monkeypatch.setenv("PYMAIL_ENV_FILE", str(env_file))
+    result = send(run, "-v")
+    assert result.code == 0, result.err
+    assert f"read {rc}" in result.err
+    assert f"read {env_file}" in result.err
+    assert f"password comes from {env_file}" in result.err
+    assert_secret_hidden(result.err)
+
+
+def test_ssl_verify_ignore_is_said_at_a_terminal(server, mailrc, run,
+                                                 monkeypatch):
+    import sys
+
+    mailrc(recipe(server.port))
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: True,
+                        raising=False)
+    result = send(run)
+    assert result.code == 0
+    assert "ssl-verify=ignore" in result.err

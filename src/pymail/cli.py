@@ -86,7 +86,20 @@ class MailxCommand(click.Command):
         return super().parse_args(ctx, ours)
 
 
-@click.command(cls=MailxCommand, context_settings={
+EPILOG = """\b
+After the addresses, `-- -f ADDR` sets the envelope sender (other sendmail
+options are ignored).
+\b
+Settings: /etc/mail.rc (not with -n), $MAILRC or ~/.mailrc, /etc/pymail.env,
+~/.config/pymail/pymail.env, $PYMAIL_ENV_FILE, PYMAIL_* variables, -S.
+\b
+Exit status: 0 sent; 64 usage; 65 bad input; 66 missing file; 68 unknown
+host; 69 refused (5xx); 73 cannot save; 75 try later; 76 TLS; 77 login
+refused; 78 configuration. Undelivered mail is kept in ~/dead.letter.
+"""
+
+
+@click.command(cls=MailxCommand, epilog=EPILOG, context_settings={
     "help_option_names": ["--help"], "max_content_width": 88})
 @click.argument("addresses", nargs=-1)
 @click.option("-s", "subject", metavar="SUBJECT", help="Subject of the message.")

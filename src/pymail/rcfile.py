@@ -162,6 +162,7 @@ class Interpreter:
         self.state = state
         self.terminal = sys.stdin.isatty() if terminal is None else terminal
         self.depth = 0
+        self.sources: list[str] = []
 
     def load_file(self, path: Path) -> None:
         """Read and run one file; errors name the file and line."""

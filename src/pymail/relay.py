@@ -12,6 +12,7 @@ import logging
 import smtplib
 import socket
 import ssl
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -150,8 +151,10 @@ class Connection:
         """Connect, greet, STARTTLS if asked, and authenticate."""
         mode = self.settings.verify_mode()
         if mode == "ignore":
-            log.info("ssl-verify=ignore: the relay's certificate is "
-                     "not checked")
+            # At a terminal a person can act on it; cron would mail it daily.
+            level = logging.WARNING if sys.stderr.isatty() else logging.INFO
+            log.log(level, "ssl-verify=ignore: the relay's certificate is "
+                    "not checked")
         try:
             self._open(verify=mode != "ignore")
         except ProtocolFailure as exc:
@@ -356,15 +359,17 @@ class _ErrorMap:
                  tb: object) -> None:
         if exc is None or isinstance(exc, PymailError):
             return
-        error = classify(exc, self.connection.relay, self.connection.settings)
+        connection = self.connection
+        error = classify(exc, connection.relay, connection.settings,
+                         greeted=connection.session is not None)
         if error is None:
             return
         self.connection.close_quietly()
         raise error from exc
 
 
-def classify(exc: BaseException, relay: Relay,
-             settings: Settings) -> DeliveryError | None:
+def classify(exc: BaseException, relay: Relay, settings: Settings, *,
+             greeted: bool = False) -> DeliveryError | None:
     """The pymail error for a socket, TLS or SMTP exception."""
     where = relay.address
     # SMTP errors are OSErrors too: look at the reply first.
@@ -392,14 +397,9 @@ def classify(exc: BaseException, relay: Relay,
                     "smtp-use-starttls, or port 465 with smtps://")
         return ProtocolFailure(f"TLS failed with {where}: {cause}", hint=hint)
     if isinstance(cause, TimeoutError | socket.timeout):
-        hint = None
-        if relay.port == 25:
-            hint = ("outbound port 25 is probably blocked by the cloud "
-                    "provider; use smtps://HOST:465")
-        elif relay.implicit_tls:
-            hint = "if the port speaks plain SMTP, use smtp-use-starttls"
         return TemporaryFailure(f"no answer from {where} within "
-                                f"{settings.timeout():g}s", hint=hint)
+                                f"{settings.timeout():g}s",
+                                hint=None if greeted else silent_hint(relay))
     if isinstance(cause, ConnectionRefusedError):
         return TemporaryFailure(f"connection to {where} refused")
     if isinstance(exc, smtplib.SMTPServerDisconnected) or \
@@ -412,6 +412,17 @@ def classify(exc: BaseException, relay: Relay,
     if isinstance(exc, smtplib.SMTPException):
         return ProtocolFailure(f"SMTP error with {where}: {exc}")
     return None
+
+
+def silent_hint(relay: Relay) -> str:
+    """Why a relay may say nothing at all after the connection is made."""
+    if relay.port == 25:
+        return ("outbound port 25 is probably blocked by the cloud provider; "
+                "use smtps://HOST:465")
+    if relay.implicit_tls:
+        return ("if the port speaks plain SMTP, use smtp://HOST:PORT with "
+                "smtp-use-starttls")
+    return "if the port expects TLS from the start, use smtps://HOST:PORT"
 
 
 def dot_stuffed(chunks: Iterable[bytes]) -> Iterator[bytes]:

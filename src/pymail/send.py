@@ -64,11 +64,17 @@ def send_request(request: Request) -> int:
         body = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
         return fail(error, default_dead_letter(), "",
                     [fallback_entry(request, body)] if body else None)
+    for source in settings.sources:
+        log.info("read %s", source)
     for note in settings.notes:
         log.info("%s", note)
     for name, why in NO_EFFECT.items():
         if settings.flag(name):
             log.info("%s is accepted: %s", name, why)
+    for name in ("smtp-auth-password", "password"):
+        if settings.flag(name):
+            log.info("the password comes from %s", settings.origin(name))
+            break
 
     body = read_body(settings)
     dead = settings.dead_letter()

@@ -53,10 +53,10 @@ SCHEMES = {
 VERIFY_MODES = {"strict": "strict", "ask": "strict", "warn": "warn",
                 "ignore": "ignore"}
 
-RELAY_HINT = ("add to ~/.mailrc or /etc/mail.rc: "
-              "set smtp=smtps://smtp.example.com:465 "
-              "smtp-auth-user=you@example.com from=you@example.com, "
-              "and put PYMAIL_SMTP_AUTH_PASSWORD=... in /etc/pymail.env")
+RELAY_HINT = ("add `set smtp=smtps://smtp.example.com:465`, "
+              "`set smtp-auth-user=you@example.com` and "
+              "`set from=you@example.com` to ~/.mailrc or /etc/mail.rc, and "
+              "PYMAIL_SMTP_AUTH_PASSWORD=... to /etc/pymail.env")
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Settings:
     origins: dict[str, str]
     aliases: dict[str, list[str]]
     notes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     def get(self, *names: str) -> str | None:
         """The value of the first of names that is set."""
@@ -270,7 +271,7 @@ def resolve_variables(*, read_system: bool, assignments: list[str],
         env_files.append(Path(named))
     for path in env_files:
         _load_env_file(state, path, required=(path == Path(named or "")),
-                       notes=notes)
+                       notes=notes, sources=interpreter.sources)
     # 4. The real environment beats the .env files.
     for key, value in os.environ.items():
         name = env_name(key)
@@ -280,7 +281,8 @@ def resolve_variables(*, read_system: bool, assignments: list[str],
     for word in assignments:
         interpreter.set_word(word, f"-S {word.partition('=')[0]}")
 
-    return Settings(state.variables, state.origins, state.aliases, notes)
+    return Settings(state.variables, state.origins, state.aliases, notes,
+                    interpreter.sources)
 
 
 def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:
@@ -290,10 +292,12 @@ def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:
         return
     except OSError as exc:
         notes.append(f"skipped {path}: {exc.strerror or exc}")
+        return
+    interpreter.sources.append(str(path))
 
 
 def _load_env_file(state: RcState, path: Path, *, required: bool,
-                   notes: list[str]) -> None:
+                   notes: list[str], sources: list[str]) -> None:
     from dotenv import dotenv_values
 
     try:
@@ -311,6 +315,7 @@ def _load_env_file(state: RcState, path: Path, *, required: bool,
                               f"{exc.strerror or exc}") from exc
         notes.append(f"skipped {path}: {exc.strerror or exc}")
         return
+    sources.append(str(path))
     for key, value in values.items():
         name = env_name(key)
         if name and value is not None:
