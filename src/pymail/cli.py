@@ -129,6 +129,16 @@ refused; 78 configuration. Undelivered mail is kept in ~/dead.letter.
 @click.option("-v", "verbose", is_flag=True,
               help="Show the SMTP dialogue on stderr (credentials masked).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--flush", "mode", flag_value="flush",
+              help="Deliver the queued messages that are due; with ids as "
+              "arguments, those messages now.")
+@click.option("--queue", "mode", flag_value="queue",
+              help="List the queued messages.")
+@click.option("--delete", "mode", flag_value="delete",
+              help="Delete the queued messages whose ids are the arguments.")
+@click.option("--resend", "mode", flag_value="resend",
+              help="Send again what ~/dead.letter (or the files given as "
+              "arguments) keeps, to the original recipients.")
 @click.option("--demo", is_flag=True,
               help="Send a message through a local TLS relay and show it.")
 @click.option("-V", "--version", "version", is_flag=True,
@@ -146,6 +156,9 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
         from pymail.demo import run_demo
 
         ctx.exit(run_demo())
+    mode = options.pop("mode")
+    if mode:
+        ctx.exit(maintain(mode, list(addresses), options))
     sendmail_args = ctx.meta.get("sendmail_args", [])
     request = Request(
         to=addresses, subject=options["subject"], cc=options["cc"],
@@ -162,6 +175,22 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
     from pymail.send import send_request
 
     ctx.exit(send_request(request))
+
+
+def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
+    """--flush, --queue, --delete, --resend: the arguments are ids or files."""
+    from pymail import maintenance
+    from pymail.settings import resolve_variables
+
+    settings = resolve_variables(read_system=not options["no_system"],
+                                 assignments=list(options["assign"]))
+    if mode == "flush":
+        return maintenance.flush(settings, args)
+    if mode == "queue":
+        return maintenance.list_queue(settings)
+    if mode == "delete":
+        return maintenance.delete(settings, args)
+    return maintenance.resend(settings, args)
 
 
 def setup_logging(verbose: bool, debug: bool) -> None:
@@ -186,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = EX_USAGE
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         code = 130
     except PymailError as exc:
         click.echo(f"pymail: {exc.line()}", err=True)

@@ -1,67 +1,182 @@
-"""What happens to a message that could not be delivered: dead.letter."""
+"""What happens to an outcome: delivered, queued, or kept in dead.letter;
+the line the user sees, the delivery log, and the exit status.
+
+Also the bounds of one attempt: a deadline for the whole delivery, and
+SIGTERM, SIGINT and SIGHUP turned into a temporary failure so that the
+message is kept before pymail exits.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import re
+import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-from pymail.errors import DeadLetterError
+from pymail import deadletter
+from pymail.errors import EX_OK, PymailError, TemporaryFailure
+from pymail.relay import Envelope, Outcome
+from pymail.settings import Settings
+from pymail.spool import Spool, is_temporary
 
-FROM_LINE = re.compile(rb"^>*From ")
+log = logging.getLogger(__name__)
 
-
-def mbox_entry(sender: str, chunks: Iterable[bytes]) -> bytes:
-    """One mbox entry: the From_ line, the message with LF line ends and
-    mboxrd quoting of lines that begin with `From `, then a blank line."""
-    stamp = time.asctime(time.gmtime())
-    data = b"".join(chunks).replace(b"\r\n", b"\n")
-    lines = [b">" + line if FROM_LINE.match(line) else line
-             for line in data.split(b"\n")]
-    body = b"\n".join(lines)
-    if not body.endswith(b"\n"):
-        body += b"\n"
-    head = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode()
-    return head + body + b"\n"
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def append_private(path: Path, data: bytes) -> None:
-    """Append to path, creating it with mode 0600 whatever the umask."""
+class Interrupted(TemporaryFailure):
+    """A signal stopped the delivery; the message is kept."""
+
+
+@dataclass
+class Sent:
+    """What is needed to keep or record one message."""
+
+    envelope: Envelope
+    chunks: Callable[[], Iterable[bytes]]  # a fresh stream each call
+    message_id: str
+    relay: str
+
+
+def settle_failure(settings: Settings, error: PymailError, sent: Sent) -> int:
+    """Nothing was delivered: queue or keep, print one line, log it."""
+    code, where = keep_or_queue(settings, error, sent,
+                                sent.envelope.recipients)
+    print(f"pymail: {error.line()}; {where}", file=sys.stderr)
+    log.debug("details", exc_info=error)
+    journal(settings, sent, "queued" if code == EX_OK else "failed", code,
+            error.line())
+    return code
+
+
+def settle_outcome(settings: Settings, outcome: Outcome, sent: Sent) -> int:
+    """The relay took the message for some or all recipients."""
+    refused = outcome.refused
+    if not refused:
+        log.info("delivered %s: %s", sent.message_id, outcome.reply)
+        journal(settings, sent, "delivered", EX_OK, outcome.reply or "")
+        return EX_OK
+    code = EX_OK
+    notes = []
+    never = [r for r, e in refused.items() if not is_temporary(e)]
+    later = [r for r, e in refused.items() if is_temporary(e)]
+    for group in (never, later):
+        if not group:
+            continue
+        error = refused[group[0]]
+        if len(group) > 1:
+            error = type(error)("; ".join(refused[r].message for r in group))
+        group_code, where = keep_or_queue(settings, error, sent, group)
+        notes.append(f"{error.line()}; for {', '.join(group)}: {where}")
+        code = code or group_code
+    if outcome.reply:
+        notes.append(f"delivered to {', '.join(outcome.accepted)}")
+    print("pymail: " + "; ".join(notes), file=sys.stderr)
+    journal(settings, sent, "partial" if outcome.reply else "failed", code,
+            "; ".join(notes))
+    return code
+
+
+def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
+                  recipients: list[str]) -> tuple[int, str]:
+    """(exit status, where the message went): the queue for a temporary
+    failure when it is on, else dead.letter."""
+    directory = settings.queue_dir()
+    if directory is not None and is_temporary(error):
+        try:
+            entry = Spool(directory).store(
+                sent.envelope.sender, recipients, sent.chunks(),
+                relay=sent.relay, error=error.line(),
+                message_id=sent.message_id)
+        except OSError as exc:
+            log.warning("cannot queue in %s: %s", directory,
+                        exc.strerror or exc)
+        else:
+            return EX_OK, (f"queued as {entry.id} in {directory}; "
+                           "`pymail --flush` retries it")
+    with held_signals():
+        where = deadletter.keep(settings.dead_letter(), sent.envelope.sender,
+                                sent.chunks(), recipients=recipients,
+                                error=error.line())
+    return error.code, where
+
+
+def journal(settings: Settings, sent: Sent, result: str, code: int,
+            detail: str) -> None:
+    """One line per delivery attempt to `pymail-log` (syslog or a file).
+    It names the message, envelope, relay and result: never a secret."""
+    target = settings.delivery_log()
+    if not target:
+        return
+    recipients = ",".join(sent.envelope.recipients)
+    line = (f"id={sent.message_id} from=<{sent.envelope.sender}> "
+            f"to=<{recipients}> relay={sent.relay} result={result} "
+            f"exit={code} detail={' '.join(detail.split())!r}")
+    if target == "syslog":
+        import syslog
+
+        syslog.openlog("pymail", syslog.LOG_PID, syslog.LOG_MAIL)
+        level = syslog.LOG_INFO if code == EX_OK else syslog.LOG_WARNING
+        syslog.syslog(level, line)
+        return
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL,
-                     0o600)
-        os.fchmod(fd, 0o600)
-    except FileExistsError:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def keep(path: Path | None, sender: str, chunks: Iterable[bytes]) -> str:
-    """Save a message that was not delivered; returns where it went.
-
-    When dead.letter cannot be written, the message goes to stderr so that it
-    is not lost, and DeadLetterError (exit 73) is raised.
-    """
-    entry = mbox_entry(sender, chunks)
-    if path is None:
-        return "not saved (nosave is set)"
-    try:
-        append_private(path, entry)
+        deadletter.append_private(Path(target), f"{stamp} {line}\n".encode())
     except OSError as exc:
-        sys.stderr.buffer.write(entry)
-        sys.stderr.flush()
-        raise DeadLetterError(f"cannot write {path}: {exc.strerror or exc}; "
-                              "the message was printed on stderr") from exc
-    return f"message saved in {path}"
+        log.warning("cannot write the delivery log %s: %s", target,
+                    exc.strerror or exc)
+
+
+@contextmanager
+def bounded(deadline: float) -> Iterator[None]:
+    """Raise TemporaryFailure when the deadline passes or a signal comes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(number).name}; "
+                          "the message was not sent")
+
+    def on_alarm(number: int, frame: FrameType | None) -> None:
+        raise TemporaryFailure(f"delivery took longer than {deadline:g}s",
+                               hint="a slow or stuck relay; pymail-deadline "
+                               "sets the limit")
+
+    previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def held_signals() -> Iterator[None]:
+    """Let a signal that comes while a message is being kept wait until it
+    is kept; then act on it as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []  # signal numbers, raised again later
+
+    def hold(number: int, frame: FrameType | None) -> None:
+        pending.append(number)
+
+    previous = {s: signal.signal(s, hold) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in pending:
+            signal.raise_signal(number)

@@ -14,7 +14,8 @@ import socket
 import ssl
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pymail import trust
@@ -44,6 +45,18 @@ AUTH_METHODS = {"plain": "auth_plain", "login": "auth_login",
 APP_PASSWORD_HINT = ("the relay refused the password; many providers (QQ, "
                      "163, 126, Aliyun, Gmail) want an app password or "
                      "authorization code, not the login password")
+
+APP_SPECIFIC_HINT = ("the relay wants an application-specific password: "
+                     "create one in the mailbox's security settings")
+
+
+@dataclass
+class Outcome:
+    """What the relay did with one message."""
+
+    reply: str | None = None
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, DeliveryError] = field(default_factory=dict)
 
 
 @dataclass
@@ -238,7 +251,8 @@ class Connection:
             return
         assert last is not None
         reply = decode_reply(last.smtp_error)
-        hint = APP_PASSWORD_HINT if last.smtp_code == 535 else None
+        hint = {535: APP_PASSWORD_HINT, 534: APP_SPECIFIC_HINT}.get(
+            last.smtp_code)
         raise AuthFailure(f"authentication as {self.user} failed at "
                           f"{self.relay.address}: {last.smtp_code} {reply}",
                           hint=hint)
@@ -254,34 +268,75 @@ class Connection:
 
     # Sending --------------------------------------------------------------
 
-    def send(self, envelope: Envelope, chunks: Iterable[bytes]) -> str:
-        """Run one mail transaction; returns the server's final reply."""
+    def send(self, envelope: Envelope, chunks: Iterable[bytes]) -> Outcome:
+        """Run one mail transaction.
+
+        Recipients the relay refuses are reported in the outcome, and the
+        message goes to the others; when it refuses them all, nothing is
+        sent. A failure of MAIL or DATA raises.
+        """
         session = self.session
         assert session is not None
-        with self._errors("sending"):
+        outcome = Outcome()
+        with self._errors("sending"), self._reset_on_refusal():
             self._command("MAIL FROM", f"MAIL FROM:<{envelope.sender}>"
                           + self._mail_parameters(envelope), 250)
             for recipient in envelope.recipients:
-                self._command(f"RCPT TO <{recipient}>",
-                              f"RCPT TO:<{recipient}>", 250, 251)
+                session.putcmd(f"RCPT TO:<{recipient}>")
+                code, text = session.getreply()
+                if code in (250, 251):
+                    outcome.accepted.append(recipient)
+                else:
+                    outcome.refused[recipient] = self._error(
+                        f"recipient {recipient}", code, text)
+            if not outcome.accepted:
+                self._reset()
+                return outcome
             self._command("DATA", "DATA", 354)
-            total = 0
-            try:
-                for data in dot_stuffed(chunks):
-                    session.send_raw(data)
-                    total += len(data)
-            except BaseException:
-                # Mid-DATA nothing but dropping the connection aborts the
-                # transaction; QUIT would be read as message text.
-                self.close_quietly()
-                raise
-            transcript.info(">>> [message, %d bytes]", total)
-            session.send_raw(b".\r\n")
-            transcript.info(">>> .")
+            self._transfer(chunks)
             code, text = session.getreply()
             if code != 250:
                 self._fail("end of DATA", code, text)
-            return f"{code} {decode_reply(text)}"
+            outcome.reply = f"{code} {decode_reply(text)}"
+            return outcome
+
+    def _transfer(self, chunks: Iterable[bytes]) -> None:
+        """Send the message text and the final dot (RFC 5321, 4.1.1.4)."""
+        session = self.session
+        assert session is not None
+        total = 0
+        try:
+            for data in dot_stuffed(chunks):
+                session.send_raw(data)
+                total += len(data)
+            session.send_raw(b".\r\n")
+        except BaseException:
+            # Mid-DATA nothing but dropping the connection aborts the
+            # transaction; QUIT would be read as message text.
+            self.close_quietly()
+            raise
+        transcript.info(">>> [message, %d bytes]", total)
+        transcript.info(">>> .")
+
+    @contextmanager
+    def _reset_on_refusal(self) -> Iterator[None]:
+        """After a refused MAIL or DATA, RSET so the connection can be used
+        for the next message (a flush sends several)."""
+        try:
+            yield
+        except DeliveryError:
+            if self.session is not None:
+                self._reset()
+            raise
+
+    def _reset(self) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            session.putcmd("RSET")
+            session.getreply()
+        except (smtplib.SMTPException, OSError):
+            self.close_quietly()
 
     def _mail_parameters(self, envelope: Envelope) -> str:
         """SMTPUTF8 (and 8BITMIME with it) when an address needs it."""
@@ -328,6 +383,10 @@ class Connection:
     # Errors ---------------------------------------------------------------
 
     def _fail(self, what: str, code: int, text: bytes | str) -> None:
+        raise self._error(what, code, text)
+
+    def _error(self, what: str, code: int, text: bytes | str) -> DeliveryError:
+        """The error for a refusal: temporary for 4xx, permanent for 5xx."""
         reply = " ".join(decode_reply(text).split())
         message = f"{what} refused by {self.relay.address}: {code} {reply}"
         hint = None
@@ -336,10 +395,10 @@ class Connection:
                 "must" in lowered:
             hint = "set `from` to the address you log in with"
         if 400 <= code < 500:
-            raise TemporaryFailure(message, hint=hint)
+            return TemporaryFailure(message, hint=hint)
         if 500 <= code < 600:
-            raise PermanentFailure(message, hint=hint)
-        raise ProtocolFailure(message, hint=hint)
+            return PermanentFailure(message, hint=hint)
+        return ProtocolFailure(message, hint=hint)
 
     def _errors(self, stage: str) -> _ErrorMap:
         return _ErrorMap(self, stage)
@@ -381,6 +440,9 @@ def classify(exc: BaseException, relay: Relay, settings: Settings, *,
         return kind(f"{where} answered {code} {text}")
     cause = exc.__context__ if isinstance(
         exc, smtplib.SMTPServerDisconnected) and exc.__context__ else exc
+    if isinstance(cause, socket.gaierror) and cause.errno == socket.EAI_AGAIN:
+        return TemporaryFailure(f"cannot resolve the relay host {relay.host} "
+                                f"right now: {cause.strerror}")
     if isinstance(cause, socket.gaierror):
         return HostNotFound(f"cannot find the relay host {relay.host}: "
                             f"{cause.strerror}", hint="check the host name "
@@ -441,11 +503,15 @@ def dot_stuffed(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def deliver(settings: Settings, envelope: Envelope,
-            chunks: Iterable[bytes]) -> str:
-    """Open a connection, send one message, close; returns the final reply."""
+            chunks: Iterable[bytes]) -> Outcome:
+    """Open a connection, send one message, close."""
     connection = Connection(settings)
     try:
         connection.open()
-        return connection.send(envelope, chunks)
-    finally:
-        connection.close()
+        outcome = connection.send(envelope, chunks)
+    except BaseException:
+        # After a failure (or a signal) there is nothing to say politely.
+        connection.close_quietly()
+        raise
+    connection.close()
+    return outcome

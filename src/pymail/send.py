@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pymail import delivery
+from pymail import deadletter
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.cli import Request, default_user
+from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
 from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
 from pymail.message import (
     OWN_HEADERS,
@@ -93,17 +94,28 @@ def send_request(request: Request) -> int:
     except PymailError as error:
         close_all(attachments)
         return fail(error, dead, "", [fallback_entry(request, body)])
-    envelope = Envelope(envelope_sender, recipients)
     try:
-        reply = deliver(settings, envelope, message.chunks())
-    except PymailError as error:
-        code = fail(error, dead, envelope.sender, message.chunks())
+        return transmit(settings, Envelope(envelope_sender, recipients),
+                        message)
+    finally:
         close_all(attachments)
-        return code
-    log.info("delivered %s: %s", message.message_id, reply)
-    record(settings, envelope.sender, message)
-    close_all(attachments)
-    return 0
+
+
+def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
+    """Deliver, then settle the outcome: queue, dead.letter, record."""
+    try:
+        relay = settings.relay().address
+    except ConfigError:
+        relay = "-"
+    sent = Sent(envelope, message.chunks, message.message_id, relay)
+    try:
+        with bounded(settings.deadline()):
+            outcome = deliver(settings, envelope, message.chunks())
+    except PymailError as error:
+        return settle_failure(settings, error, sent)
+    if outcome.reply:
+        record(settings, envelope.sender, message)
+    return settle_outcome(settings, outcome, sent)
 
 
 def fail(error: PymailError, dead: Path | None, sender: str,
@@ -112,7 +124,7 @@ def fail(error: PymailError, dead: Path | None, sender: str,
     where = ""
     if chunks is not None:
         try:
-            where = "; " + delivery.keep(dead, sender, chunks)
+            where = "; " + deadletter.keep(dead, sender, chunks)
         except PymailError as keep_error:
             print(f"pymail: {error.line()}", file=sys.stderr)
             print(f"pymail: {keep_error.line()}", file=sys.stderr)
@@ -259,7 +271,7 @@ def record(settings: Settings, sender: str, message: Message) -> None:
     if not path.is_absolute():
         path = home_dir() / path
     try:
-        delivery.append_private(path, delivery.mbox_entry(sender,
+        deadletter.append_private(path, deadletter.mbox_entry(sender,
                                                           message.chunks()))
     except OSError as exc:
         log.warning("delivered, but could not write record %s: %s", path,

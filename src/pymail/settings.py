@@ -41,6 +41,8 @@ BOOLEANS = frozenset({
 FALSE_WORDS = frozenset({"0", "no", "false", "off"})
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_LIFETIME = 5 * 86400.0
+DEFAULT_DEADLINE = 300.0
 
 SCHEMES = {
     # scheme: (default port, implicit TLS, STARTTLS)
@@ -182,6 +184,57 @@ class Settings:
         if name:
             return Path(os.path.expanduser(name))
         return home_dir() / "dead.letter"
+
+
+    # Reliability ----------------------------------------------------------
+
+    def queue_dir(self) -> Path | None:
+        """The spool directory when the queue is on (`pymail-queue`); set
+        without a value, a directory of the user's."""
+        if not self.flag("pymail-queue"):
+            return None
+        value = self.text("pymail-queue")
+        if value:
+            return Path(os.path.expanduser(value))
+        base = os.environ.get("XDG_STATE_HOME")
+        state = Path(base) if base else home_dir() / ".local" / "state"
+        return state / "pymail" / "queue"
+
+    def queue_lifetime(self) -> float:
+        """Seconds a message may stay queued (`pymail-queue-lifetime`)."""
+        value = self.text("pymail-queue-lifetime")
+        if value is None:
+            return DEFAULT_LIFETIME
+        return parse_duration(value, self.origin("pymail-queue-lifetime"))
+
+    def deadline(self) -> float:
+        """Seconds a whole delivery attempt may take (`pymail-deadline`)."""
+        value = self.text("pymail-deadline")
+        if value is None:
+            return DEFAULT_DEADLINE
+        return parse_duration(value, self.origin("pymail-deadline"))
+
+
+    def delivery_log(self) -> str | None:
+        """`pymail-log`: "syslog", a file, or None (no record)."""
+        value = self.text("pymail-log")
+        return os.path.expanduser(value) if value else None
+
+
+def parse_duration(value: str, where: str) -> float:
+    """Seconds from `3600`, `90m`, `36h` or `5d`."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    scale = units.get(text[-1:])
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{where}: {value!r} is not a duration such as "
+                          "3600, 90m, 36h or 5d")
+    return seconds
 
 
 def parse_url(value: str, where: str) -> Relay:

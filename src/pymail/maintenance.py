@@ -1,0 +1,138 @@
+"""The commands that look after kept mail: --flush, --queue, --delete and
+--resend."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pymail import deadletter
+from pymail.errors import (
+    EX_OK,
+    EX_UNAVAILABLE,
+    ConfigError,
+    NoInputError,
+    PymailError,
+)
+from pymail.relay import Connection, Envelope
+from pymail.settings import Settings
+from pymail.spool import Flush, Spool
+
+log = logging.getLogger(__name__)
+
+
+def spool_of(settings: Settings) -> Spool:
+    directory = settings.queue_dir()
+    if directory is None:
+        raise ConfigError("the queue is off",
+                          hint="`set pymail-queue` in the mail.rc turns it on "
+                          "(optionally =DIRECTORY)")
+    return Spool(directory)
+
+
+def flush(settings: Settings, ids: list[str]) -> int:
+    """Deliver what is due (or the messages named, now)."""
+    spool = spool_of(settings)
+    with spool.locked() as ours:
+        if not ours:
+            log.info("another flush of %s is running", spool.directory)
+            return EX_OK
+        report = Flush(settings, spool).run(ids)
+    log.info("flush: %d delivered, %d deferred, %d moved to dead.letter",
+             report.delivered, report.deferred, report.dead)
+    if report.failure:
+        return report.failure
+    return EX_UNAVAILABLE if report.dead else EX_OK
+
+
+def list_queue(settings: Settings) -> int:
+    """One line per queued message, oldest first."""
+    spool = spool_of(settings)
+    entries = spool.entries()
+    if not entries:
+        print(f"the queue {spool.directory} is empty")
+        return EX_OK
+    now = time.time()
+    for entry in entries:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+        wait = max(0, int(entry.next_attempt - now))
+        print(f"{entry.id}  {created}  {entry.size} bytes  "
+              f"<{entry.sender}> -> {', '.join(entry.recipients)}  "
+              f"tries {entry.attempts}, next in {wait}s  "
+              f"last: {entry.last_error or '-'}")
+    return EX_OK
+
+
+def delete(settings: Settings, ids: list[str]) -> int:
+    """Remove queued messages by id."""
+    if not ids:
+        raise NoInputError("--delete needs the ids of queued messages "
+                           "(see pymail --queue)")
+    spool = spool_of(settings)
+    with spool.locked():
+        for ident in ids:
+            spool.remove(spool.find(ident))
+            print(f"deleted {ident}")
+    return EX_OK
+
+
+def resend(settings: Settings, files: list[str]) -> int:
+    """Send the messages kept in dead.letter files to their original
+    envelopes; each leaves the file only once the relay accepted it."""
+    paths = [Path(f) for f in files] if files else [settings.dead_letter()
+                                                     or Path("dead.letter")]
+    code = EX_OK
+    connection = Connection(settings)
+    try:
+        for path in paths:
+            code = _resend_file(connection, path) or code
+    finally:
+        connection.close()
+    return code
+
+
+def _resend_file(connection: Connection, path: Path) -> int:
+    try:
+        entries = deadletter.raw_entries(path.read_bytes())
+    except FileNotFoundError:
+        log.info("nothing to resend: %s does not exist", path)
+        return EX_OK
+    except OSError as exc:
+        raise NoInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    done: list[bytes] = []
+    code = EX_OK
+    skipped = 0
+    for raw in entries:
+        kept = deadletter.read_entry(raw)
+        if not kept.resendable:
+            skipped += 1
+            continue
+        try:
+            if connection.session is None:
+                connection.open()
+            outcome = connection.send(Envelope(kept.sender or "",
+                                               kept.recipients),
+                                      [kept.message])
+        except PymailError as error:
+            print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
+            code = error.code
+            continue
+        if outcome.refused:
+            lines = "; ".join(e.line() for e in outcome.refused.values())
+            print(f"pymail: {path}: {lines}; kept", file=sys.stderr)
+            code = EX_UNAVAILABLE
+            if not outcome.reply:
+                continue
+            # Delivered to the others: keep a copy for the refused only.
+            deadletter.keep(path, kept.sender or "", [kept.message],
+                            recipients=list(outcome.refused))
+        done.append(raw)
+    if done:
+        deadletter.remove_entries(path, done)
+    if skipped:
+        print(f"pymail: {path}: {skipped} message(s) without a recorded "
+              "envelope were left as they are", file=sys.stderr)
+    print(f"resent {len(done)} of {len(entries)} message(s) from {path}")
+    return code

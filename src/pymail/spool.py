@@ -1,0 +1,292 @@
+"""The queue on disk: messages kept after a temporary failure, and the flush
+that delivers them later.
+
+Each message is two files in the spool directory: ID.eml, the message as it
+goes on the wire, and ID.json, its envelope and delivery state. Both are
+written to tmp/ first, synced and renamed into place, the .json last: a
+message is in the queue once its .json exists. No password is stored; a
+flush takes the credentials from the configuration.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pymail import deadletter
+from pymail.errors import (
+    NoInputError,
+    PymailError,
+    TemporaryFailure,
+)
+from pymail.relay import Connection, Envelope
+from pymail.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 16
+FIRST_RETRY = 60.0
+LONGEST_WAIT = 3600.0
+
+
+@dataclass
+class Entry:
+    """One queued message: its envelope and how delivery went so far."""
+
+    id: str
+    created: float
+    sender: str
+    recipients: list[str]
+    relay: str
+    account: str | None = None
+    message_id: str | None = None
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str | None = None
+    size: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def back_off(self, error: str, now: float) -> None:
+        """Count a failed attempt; wait twice as long before the next one."""
+        self.attempts += 1
+        self.last_error = error
+        wait = min(FIRST_RETRY * 2 ** (self.attempts - 1), LONGEST_WAIT)
+        self.next_attempt = now + wait
+
+
+class Spool:
+    """A spool directory (mode 0700) of queued messages."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _prepare(self) -> None:
+        for path in (self.directory, self.directory / "tmp"):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)
+
+    def store(self, sender: str, recipients: list[str], chunks: Iterable[bytes],
+              *, relay: str, error: str, message_id: str | None = None,
+              account: str | None = None) -> Entry:
+        """Queue a message atomically; returns its entry."""
+        self._prepare()
+        now = time.time()
+        ident = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+        entry = Entry(ident, now, sender, list(recipients), relay, account,
+                      message_id)
+        entry.back_off(error, now)
+        temporary = self.directory / "tmp" / f"{ident}.eml"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            for chunk in chunks:
+                _write_all(fd, chunk)
+                entry.size += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.directory / f"{ident}.eml")
+        self.save(entry)
+        return entry
+
+    def save(self, entry: Entry) -> None:
+        """Write an entry's state atomically (its .json)."""
+        temporary = self.directory / "tmp" / f"{entry.id}.json"
+        data = json.dumps(asdict(entry), ensure_ascii=False).encode()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.directory / f"{entry.id}.json")
+        _sync_directory(self.directory)
+
+    def entries(self) -> list[Entry]:
+        """Every queued message, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        result = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                result.append(Entry(**data))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable queue file %s: %s", path, exc)
+        return sorted(result, key=lambda e: (e.created, e.id))
+
+    def find(self, ident: str) -> Entry:
+        for entry in self.entries():
+            if entry.id == ident:
+                return entry
+        raise NoInputError(f"no message {ident} in the queue {self.directory}")
+
+    def chunks(self, entry: Entry) -> Iterator[bytes]:
+        """The queued message, read in blocks."""
+        with open(self.directory / f"{entry.id}.eml", "rb") as stream:
+            while block := stream.read(READ_SIZE):
+                yield block
+
+    def remove(self, entry: Entry) -> None:
+        """Take a message out of the queue: the .json first, so that a crash
+        in between leaves no half-entry that a flush would send."""
+        for suffix in (".json", ".eml"):
+            with suppress(FileNotFoundError):
+                os.unlink(self.directory / f"{entry.id}{suffix}")
+        _sync_directory(self.directory)
+
+    @contextmanager
+    def locked(self) -> Iterator[bool]:
+        """Hold the flush lock; yields False when another flush holds it."""
+        self._prepare()
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_temporary(error: PymailError) -> bool:
+    """Failures worth another try later; 5xx and configuration are not."""
+    return isinstance(error, TemporaryFailure)
+
+
+@dataclass
+class FlushReport:
+    delivered: int = 0
+    deferred: int = 0
+    dead: int = 0
+    failure: int = 0  # exit code of a failure that needs a person
+
+
+class Flush:
+    """Deliver queued messages: oldest first, one connection per relay."""
+
+    def __init__(self, settings: Settings, spool: Spool) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.dead = settings.dead_letter()
+        self.lifetime = settings.queue_lifetime()
+        self.report = FlushReport()
+        self.now = time.time()
+
+    def run(self, ids: list[str]) -> FlushReport:
+        """Flush what is due, or the messages named by ids whatever their
+        back-off."""
+        entries = [self.spool.find(i) for i in ids] if ids else [
+            e for e in self.spool.entries() if e.next_attempt <= self.now]
+        live = [e for e in entries if not self._expired(e)]
+        groups: dict[str, list[Entry]] = {}
+        for entry in live:
+            groups.setdefault(entry.relay, []).append(entry)
+        for relay, group in groups.items():
+            self._flush_relay(relay, group)
+        return self.report
+
+    def _expired(self, entry: Entry) -> bool:
+        if self.now - entry.created <= self.lifetime:
+            return False
+        days = self.lifetime / 86400
+        self._to_dead_letter(entry, entry.recipients,
+                             f"gave up after {days:g} days in the queue; last "
+                             f"error: {entry.last_error}")
+        return True
+
+    def _flush_relay(self, relay: str, group: list[Entry]) -> None:
+        connection = Connection(self.settings)
+        if connection.relay.address != relay:
+            log.info("queued for %s; sending through %s, the relay "
+                     "configured now", relay, connection.relay.address)
+        try:
+            for entry in group:
+                if connection.session is None:
+                    try:
+                        connection.open()
+                    except PymailError as error:
+                        self._defer_rest(group, entry, error)
+                        return
+                self._send(connection, entry)
+        finally:
+            connection.close()
+
+    def _send(self, connection: Connection, entry: Entry) -> None:
+        envelope = Envelope(entry.sender, entry.recipients)
+        try:
+            outcome = connection.send(envelope, self.spool.chunks(entry))
+        except PymailError as error:
+            if is_temporary(error):
+                self._defer(entry, error.line())
+            else:
+                self._to_dead_letter(entry, entry.recipients, error.line())
+            return
+        later = [r for r, e in outcome.refused.items() if is_temporary(e)]
+        never = [r for r, e in outcome.refused.items() if not is_temporary(e)]
+        if outcome.reply:
+            self.report.delivered += 1
+            log.info("delivered queued %s to %s: %s", entry.id,
+                     ", ".join(outcome.accepted), outcome.reply)
+        if never:
+            errors = "; ".join(outcome.refused[r].line() for r in never)
+            self._to_dead_letter(entry, never, errors, remove=not later)
+        if later:
+            entry.recipients = later
+            self._defer(entry, "; ".join(outcome.refused[r].line()
+                                         for r in later))
+        elif not never:
+            self.spool.remove(entry)
+
+    def _defer_rest(self, group: list[Entry], start: Entry,
+                    error: PymailError) -> None:
+        """The relay cannot be reached or refuses the login: the messages
+        stay queued. A refused login or a TLS failure needs a person."""
+        for entry in group[group.index(start):]:
+            self._defer(entry, error.line())
+        if not is_temporary(error):
+            print(f"pymail: flush: {error.line()}", file=sys.stderr)
+            self.report.failure = error.code
+
+    def _defer(self, entry: Entry, error: str) -> None:
+        entry.back_off(error, self.now)
+        self.spool.save(entry)
+        self.report.deferred += 1
+        log.info("queued %s deferred (attempt %d): %s", entry.id,
+                 entry.attempts, error)
+
+    def _to_dead_letter(self, entry: Entry, recipients: list[str], error: str,
+                        *, remove: bool = True) -> None:
+        where = deadletter.keep(self.dead, entry.sender, self.spool.chunks(entry),
+                              recipients=recipients, error=error)
+        print(f"pymail: queued {entry.id} for {', '.join(recipients)}: "
+              f"{error}; {where}", file=sys.stderr)
+        self.report.dead += 1
+        if remove:
+            self.spool.remove(entry)
