@@ -452,6 +452,9 @@ def classify(exc: BaseException, relay: Relay, settings: Settings, *,
             f"the certificate of {where} is not trusted: "
             f"{cause.verify_message or cause.reason}",
             hint="if the relay uses a private CA, set ssl-ca-file=/path/ca.pem")
+    if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return TemporaryFailure(f"{where} closed the connection "
+                                f"unexpectedly ({cause.reason or cause})")
     if isinstance(cause, ssl.SSLError):
         hint = None
         if "WRONG_VERSION_NUMBER" in str(cause).upper():

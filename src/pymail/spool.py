@@ -202,9 +202,11 @@ class Flush:
     def run(self, ids: list[str]) -> FlushReport:
         """Flush what is due, or the messages named by ids whatever their
         back-off."""
-        entries = [self.spool.find(i) for i in ids] if ids else [
-            e for e in self.spool.entries() if e.next_attempt <= self.now]
+        entries = [self.spool.find(i) for i in ids] if ids else \
+            self.spool.entries()
         live = [e for e in entries if not self._expired(e)]
+        if not ids:
+            live = [e for e in live if e.next_attempt <= self.now]
         groups: dict[str, list[Entry]] = {}
         for entry in live:
             groups.setdefault(entry.relay, []).append(entry)

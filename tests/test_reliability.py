@@ -1,0 +1,503 @@
+"""No message is ever lost: dead.letter with its envelope and --resend, the
+queue and --flush, partial acceptance, deadlines, signals, the delivery log.
+All against real servers on 127.0.0.1 that fail on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Result, recipe
+from servers import PASSWORD, RawServer, Recorder, free_port, start_server
+
+BODY = b"backup of /srv failed at 03:00\n"
+TO = "ops@example.org"
+
+
+def send(run: Callable[..., Result], *args: str, to: str = TO) -> Result:
+    return run("-s", "backup", *args, to, input=BODY)
+
+
+@pytest.fixture
+def raw(cert: Any) -> Iterator[Callable[..., RawServer]]:
+    """Scripted servers that speak implicit TLS with the test certificate."""
+    servers: list[RawServer] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+
+    def make(script: Any) -> RawServer:
+        srv = RawServer(script, context=context)
+        servers.append(srv)
+        return srv
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def queue_dir(tmp_path: Path) -> Path:
+    return tmp_path / "queue"
+
+
+def queue_rc(port: int, queue_dir: Path, extra: str = "") -> str:
+    return recipe(port, extra=f"set pymail-queue={queue_dir}\n"
+                  "set socket-connect-timeout=2\n" + extra)
+
+
+def queued(queue_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(queue_dir.glob("*.json"))]
+
+
+# dead.letter and --resend -------------------------------------------------
+
+def test_dead_letter_records_the_whole_envelope(mailrc, run, home):
+    mailrc(recipe(free_port()))
+    result = send(run, "-c", "cc@example.org", "-b", "hidden@example.org")
+    assert result.code == 75
+    kept = (home / "dead.letter").read_bytes()
+    assert kept.startswith(b"From bot@example.com ")
+    assert b"X-Pymail-Envelope-From: <bot@example.com>" in kept
+    for address in (TO, "cc@example.org", "hidden@example.org"):
+        assert f"X-Pymail-Envelope-To: <{address}>".encode() in kept
+    assert b"X-Pymail-Error: connection to" in kept
+    assert (home / "dead.letter").stat().st_mode & 0o777 == 0o600
+
+
+def test_resend_delivers_to_the_original_envelope(server, mailrc, run, home):
+    mailrc(recipe(free_port()))
+    assert send(run, "-b", "hidden@example.org").code == 75
+    assert send(run, to="second@example.org").code == 75
+    mailrc(recipe(server.port))
+    result = run("--resend")
+    assert result.code == 0, result.err
+    assert "resent 2 of 2" in result.out
+    first, second = server.messages
+    assert first.rcpt_tos == [TO, "hidden@example.org"]
+    assert second.rcpt_tos == ["second@example.org"]
+    assert b"X-Pymail" not in first.data
+    assert b"hidden@example.org" not in first.data
+    assert BODY.replace(b"\n", b"\r\n") in first.data
+    # Each entry leaves dead.letter once it is delivered.
+    assert not (home / "dead.letter").exists()
+
+
+def test_resend_keeps_what_is_refused(cert, mailrc, run, home):
+    mailrc(recipe(free_port()))
+    assert send(run, "-c", "gone@example.org").code == 75
+    handler = Recorder(rcpt_replies={"gone@example.org": "550 5.1.1 no such"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("--resend")
+    finally:
+        srv.stop()
+    assert result.code == 69
+    assert srv.messages[0].rcpt_tos == [TO]
+    kept = (home / "dead.letter").read_bytes()
+    assert b"X-Pymail-Envelope-To: <gone@example.org>" in kept
+    assert f"X-Pymail-Envelope-To: <{TO}>".encode() not in kept
+
+
+def test_resend_leaves_entries_without_envelope(server, mailrc, run, home):
+    (home / "dead.letter").write_bytes(
+        b"From someone Thu Jan  1 00:00:00 2026\nSubject: old mailx\n\nhi\n\n")
+    mailrc(recipe(server.port))
+    result = run("--resend")
+    assert result.code == 0
+    assert "without a recorded envelope" in result.err
+    assert server.messages == []
+    assert b"old mailx" in (home / "dead.letter").read_bytes()
+
+
+def test_resend_restores_quoted_from_lines(server, mailrc, run):
+    mailrc(recipe(free_port()))
+    run("-s", "q", TO, input=b"From here on\n>From there\n")
+    mailrc(recipe(server.port))
+    assert run("--resend").code == 0
+    assert b"\r\nFrom here on\r\n>From there\r\n" in server.messages[0].data
+
+
+# The queue ------------------------------------------------------------------
+
+def test_temporary_failure_is_queued_and_exits_0(mailrc, run, queue_dir, home):
+    mailrc(queue_rc(free_port(), queue_dir))
+    result = send(run, "-b", "hidden@example.org")
+    assert result.code == 0
+    assert "queued as" in result.err and "--flush" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    [entry] = queued(queue_dir)
+    assert entry["recipients"] == [TO, "hidden@example.org"]
+    assert entry["sender"] == "bot@example.com"
+    assert entry["relay"].startswith("127.0.0.1:")
+    assert not (home / "dead.letter").exists()
+    # Private, and never the password.
+    assert queue_dir.stat().st_mode & 0o777 == 0o700
+    for path in queue_dir.glob("*.*"):
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert PASSWORD.encode() not in path.read_bytes()
+
+
+def test_queue_directory_is_private_whatever_the_umask(mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    old = os.umask(0)
+    try:
+        assert send(run).code == 0
+    finally:
+        os.umask(old)
+    assert queue_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_flush_delivers_and_empties_the_queue(server, mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    assert send(run, to="second@example.org").code == 0
+    mailrc(queue_rc(server.port, queue_dir))
+    # Back-off: the messages are not due yet...
+    assert run("--flush").code == 0
+    assert server.messages == []
+    # ...unless named.
+    ids = [e["id"] for e in queued(queue_dir)]
+    result = run("--flush", *ids)
+    assert result.code == 0, result.err
+    assert [m.rcpt_tos for m in server.messages] == [[TO],
+                                                     ["second@example.org"]]
+    assert queued(queue_dir) == []
+    assert list(queue_dir.glob("*.eml")) == []
+
+
+def test_flush_sends_due_messages_oldest_first(server, mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    for n in range(3):
+        run("-s", f"n{n}", TO, input=BODY)
+    for path in queue_dir.glob("*.json"):
+        data = json.loads(path.read_text())
+        data["next_attempt"] = 0
+        path.write_text(json.dumps(data))
+    mailrc(queue_rc(server.port, queue_dir))
+    assert run("--flush", "-v").code == 0
+    subjects = [m.data.split(b"Subject: ")[1].split(b"\r\n")[0]
+                for m in server.messages]
+    assert subjects == [b"n0", b"n1", b"n2"]
+
+
+def test_failed_flush_backs_off_exponentially(mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    [first] = queued(queue_dir)
+    assert run("--flush", first["id"]).code == 0
+    [second] = queued(queue_dir)
+    assert second["attempts"] == 2
+    assert "refused" in second["last_error"]
+    waited = second["next_attempt"] - time.time()
+    assert 100 < waited <= 120
+    assert run("--flush", first["id"]).code == 0
+    [third] = queued(queue_dir)
+    assert 200 < third["next_attempt"] - time.time() <= 240
+
+
+def test_flush_gives_up_after_the_lifetime(mailrc, run, queue_dir, home):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    [path] = queue_dir.glob("*.json")
+    data = json.loads(path.read_text())
+    data["created"] -= 6 * 86400
+    path.write_text(json.dumps(data))
+    result = run("--flush")
+    assert result.code == 69
+    assert "gave up after 5 days" in result.err
+    assert queued(queue_dir) == []
+    kept = (home / "dead.letter").read_bytes()
+    assert b"gave up after 5 days" in kept and BODY in kept
+
+
+def test_queue_lifetime_is_configurable(mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir,
+                    "set pymail-queue-lifetime=1s\n"))
+    assert send(run).code == 0
+    time.sleep(1.2)
+    result = run("--flush")
+    assert result.code == 69
+    assert "gave up after" in result.err
+
+
+def test_permanent_failure_is_not_queued(cert, mailrc, run, queue_dir, home):
+    srv = start_server(cert=cert, handler=Recorder(
+        data_reply="554 5.7.1 spam"))
+    try:
+        mailrc(queue_rc(srv.port, queue_dir))
+        result = send(run)
+    finally:
+        srv.stop()
+    assert result.code == 69
+    assert queued(queue_dir) == []
+    assert BODY in (home / "dead.letter").read_bytes()
+
+
+def test_greeting_421_is_queued(raw, mailrc, run, queue_dir):
+    srv = raw(["421 4.7.0 rate limited, slow down"])
+    mailrc(queue_rc(srv.port, queue_dir))
+    result = send(run)
+    assert result.code == 0
+    assert "421 4.7.0 rate limited" in result.err
+    assert len(queued(queue_dir)) == 1
+
+
+def test_dropped_in_the_middle_of_data_is_queued(raw, mailrc, run, queue_dir):
+    srv = raw(["220 hi", "250 hi", "250 ok", "250 ok", "354 go on", None])
+    mailrc(queue_rc(srv.port, queue_dir).replace("set smtp-auth-user",
+                                                 "#set smtp-auth-user"))
+    result = send(run)
+    assert result.code == 0, result.err
+    assert len(queued(queue_dir)) == 1
+
+
+def test_list_and_delete(mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    [entry] = queued(queue_dir)
+    listing = run("--queue")
+    assert listing.code == 0
+    assert entry["id"] in listing.out and TO in listing.out
+    assert "refused" in listing.out
+    assert run("--delete", "no-such-id").code == 66
+    assert run("--delete", entry["id"]).code == 0
+    assert queued(queue_dir) == []
+    assert "is empty" in run("--queue").out
+
+
+def test_queue_commands_need_the_queue(mailrc, run):
+    mailrc(recipe(free_port()))
+    result = run("--flush")
+    assert result.code == 78
+    assert "pymail-queue" in result.err
+
+
+def test_two_flushes_never_send_twice(server, mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    mailrc(queue_rc(server.port, queue_dir))
+    from pymail.spool import Spool
+
+    # A flush holding the lock: the second one leaves the queue alone.
+    with Spool(queue_dir).locked() as ours:
+        assert ours
+        ident = queued(queue_dir)[0]["id"]
+        assert run("--flush", ident).code == 0
+        assert server.messages == []
+    assert run("--flush", ident).code == 0
+    assert len(server.messages) == 1
+
+
+def test_flush_reports_a_refused_login_and_keeps_messages(
+        server, mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    mailrc(queue_rc(server.port, queue_dir,
+                    "set smtp-auth-password=Wr0ng\n"))
+    ident = queued(queue_dir)[0]["id"]
+    result = run("--flush", ident)
+    assert result.code == 77
+    assert "535" in result.err
+    assert len(queued(queue_dir)) == 1
+
+
+# Partial acceptance --------------------------------------------------------
+
+def test_one_of_three_refused(cert, mailrc, run, home):
+    handler = Recorder(rcpt_replies={"b@example.org": "550 5.1.1 unknown user"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("-s", "x", "a@example.org", "b@example.org",
+                     "c@example.org", input=BODY)
+    finally:
+        srv.stop()
+    assert result.code == 69
+    assert "b@example.org" in result.err and "550 5.1.1" in result.err
+    assert "delivered to a@example.org, c@example.org" in result.err
+    assert srv.messages[0].rcpt_tos == ["a@example.org", "c@example.org"]
+    kept = (home / "dead.letter").read_bytes()
+    assert b"X-Pymail-Envelope-To: <b@example.org>" in kept
+    assert b"X-Pymail-Envelope-To: <a@example.org>" not in kept
+
+
+def test_temporarily_refused_recipient_is_queued(cert, mailrc, run, queue_dir):
+    handler = Recorder(rcpt_replies={"b@example.org": "450 4.2.0 greylisted"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(queue_rc(srv.port, queue_dir))
+        result = run("-s", "x", "a@example.org", "b@example.org", input=BODY)
+    finally:
+        srv.stop()
+    assert result.code == 0, result.err
+    assert srv.messages[0].rcpt_tos == ["a@example.org"]
+    [entry] = queued(queue_dir)
+    assert entry["recipients"] == ["b@example.org"]
+
+
+def test_all_refused_sends_nothing(cert, mailrc, run, home):
+    handler = Recorder(rcpt_replies={TO: "550 5.1.1 unknown"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = send(run)
+    finally:
+        srv.stop()
+    assert result.code == 69
+    assert srv.messages == []
+    assert BODY in (home / "dead.letter").read_bytes()
+
+
+# Bounded time and signals ---------------------------------------------------
+
+def test_a_trickling_server_meets_the_deadline(cert, mailrc, run, home):
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            for byte in b"220 " + b"x" * 200:
+                if stop.wait(0.2):
+                    return
+                tls.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    mailrc(recipe(listener.getsockname()[1],
+                  extra="set pymail-deadline=2\nset socket-connect-timeout=5\n"))
+    started = time.monotonic()
+    result = send(run)
+    stop.set()
+    listener.close()
+    assert result.code == 75
+    assert "longer than 2s" in result.err
+    assert time.monotonic() - started < 10
+    assert BODY in (home / "dead.letter").read_bytes()
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT,
+                                    signal.SIGHUP])
+def test_signal_during_send_keeps_the_message(tmp_path, home, number):
+    silent = RawServer("silent")
+    rc = tmp_path / "mail.rc"
+    rc.write_text(recipe(silent.port, extra="set socket-connect-timeout=20\n"))
+    env = {**os.environ, "MAILRC": str(rc), "HOME": str(home)}
+    body = tmp_path / "body"
+    body.write_bytes(BODY)
+    with open(body, "rb") as stdin:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pymail", "-n", "-s", "sig", TO],
+            stdin=stdin, stderr=subprocess.PIPE, env=env)
+        time.sleep(1.5)  # connected, waiting for the greeting
+        proc.send_signal(number)
+        _, err = proc.communicate(timeout=20)
+    silent.stop()
+    assert proc.returncode == 75, err
+    assert b"interrupted by " + signal.Signals(number).name.encode() in err
+    assert BODY in (home / "dead.letter").read_bytes()
+
+
+# Errors a person understands ---------------------------------------------------
+
+def test_534_hints_at_an_app_specific_password(raw, mailrc, run):
+    refusal = "534-5.7.9 Application-specific password required.\r\n534 5.7.9 More"
+    srv = raw(["220 gmail-ish", "250-hi\r\n250 AUTH LOGIN PLAIN", refusal,
+               "221 bye"])
+    mailrc(recipe(srv.port))
+    result = send(run)
+    assert result.code == 77
+    assert "Application-specific password required" in result.err
+    assert "More" in result.err  # every continuation line
+    assert "application-specific password" in result.err.split("hint")[1]
+
+
+def test_resolver_failure_now_is_temporary(mailrc, run, monkeypatch, queue_dir):
+    import socket
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_AGAIN,
+                              "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", busy)
+    mailrc(queue_rc(25, queue_dir).replace("127.0.0.1", "smtp.example.net"))
+    result = send(run)
+    assert result.code == 0
+    assert "right now" in result.err
+    assert len(queued(queue_dir)) == 1
+
+
+# The delivery log -----------------------------------------------------------------
+
+def test_delivery_log_has_one_line_per_attempt(server, mailrc, run, tmp_path):
+    log_file = tmp_path / "pymail.log"
+    mailrc(recipe(server.port, extra=f"set pymail-log={log_file}\n"))
+    assert send(run, "-b", "hidden@example.org").code == 0
+    mailrc(recipe(free_port(), extra=f"set pymail-log={log_file}\n"))
+    assert send(run).code == 75
+    first, second = log_file.read_text().splitlines()
+    assert "result=delivered exit=0" in first
+    assert f"to=<{TO},hidden@example.org>" in first
+    assert "from=<bot@example.com>" in first and "id=<" in first
+    assert "result=failed exit=75" in second and "refused" in second
+    assert PASSWORD not in log_file.read_text()
+    assert log_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_nothing_logged_by_default(server, mailrc, run, home):
+    mailrc(recipe(server.port))
+    assert send(run).code == 0
+    assert list(home.iterdir()) == [home / ".mailrc"]
+
+
+# Load: 50 senders while the relay is down, then one flush ----------------------
+
+def test_fifty_senders_then_one_flush(cert, tmp_path, home, queue_dir):
+    port = free_port()
+    rc = tmp_path / "mail.rc"
+    rc.write_text(queue_rc(port, queue_dir))
+    env = {**os.environ, "MAILRC": str(rc), "HOME": str(home)}
+    env = {k: v for k, v in env.items() if not k.startswith("PYMAIL_")}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "pymail", "-n", "-s", f"load {n}", TO],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env) for n in range(50)]
+    for n, proc in enumerate(procs):
+        assert proc.stdin is not None
+        proc.stdin.write(f"message {n}\n".encode())
+        proc.stdin.close()
+    assert [proc.wait(timeout=120) for proc in procs] == [0] * 50
+    assert len(queued(queue_dir)) == 50
+
+    from servers import Server  # noqa: F401 - the relay comes back
+    handler = Recorder()
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        rc.write_text(queue_rc(srv.port, queue_dir))
+        ids = [e["id"] for e in queued(queue_dir)]
+        flush = subprocess.run(
+            [sys.executable, "-m", "pymail", "-n", "--flush", *ids],
+            env=env, capture_output=True, timeout=120)
+    finally:
+        srv.stop()
+    assert flush.returncode == 0, flush.stderr
+    bodies = sorted(m.data.split(b"\r\n\r\n", 1)[1] for m in handler.messages)
+    assert bodies == sorted(f"message {n}\r\n".encode() for n in range(50))
+    assert queued(queue_dir) == []
+    assert list(queue_dir.glob("*.eml")) == []
