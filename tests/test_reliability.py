@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import Result, recipe
 from servers import PASSWORD, RawServer, Recorder, free_port, start_server
 

@@ -93,7 +93,7 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
             entry = Spool(directory).store(
                 sent.envelope.sender, recipients, sent.chunks(),
                 relay=sent.relay, error=error.line(),
-                message_id=sent.message_id)
+                message_id=sent.message_id, utf8=sent.envelope.utf8)
         except OSError as exc:
             log.warning("cannot queue in %s: %s", directory,
                         exc.strerror or exc)

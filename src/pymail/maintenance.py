@@ -112,9 +112,10 @@ def _resend_file(connection: Connection, path: Path) -> int:
         try:
             if connection.session is None:
                 connection.open()
-            outcome = connection.send(Envelope(kept.sender or "",
-                                               kept.recipients),
-                                      [kept.message])
+            head = kept.message.split(b"\r\n\r\n", 1)[0]
+            envelope = Envelope(kept.sender or "", kept.recipients,
+                                utf8=not head.isascii())
+            outcome = connection.send(envelope, [kept.message])
         except PymailError as error:
             print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
             code = error.code

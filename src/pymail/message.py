@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
-from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from pymail import __version__
 from pymail.addresses import Mailbox
@@ -41,7 +41,19 @@ MAX_LINE = 998
 # 57 input bytes make one 76-character base64 line (RFC 2045, 6.8).
 BASE64_LINE = 57
 BASE64_SLICE = BASE64_LINE * 1024
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators:
+# none of them may reach a header, where each could read as a line break.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Header fields whose value is free text, encoded by pymail itself (see
+# unstructured_line); the others are left to the email package.
+STRUCTURED = frozenset({
+    "from", "to", "cc", "bcc", "sender", "reply-to", "date", "message-id",
+    "in-reply-to", "references", "mime-version", "content-type",
+    "content-transfer-encoding", "content-disposition", "return-path",
+    "received", "resent-date", "resent-from", "resent-sender", "resent-to",
+    "resent-cc", "resent-message-id", "mail-followup-to", "mail-reply-to",
+})
+HEADER_WIDTH = 78
 MIME_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*")
 # Headers that only pymail writes: -C cannot add them, -t reads them.
 OWN_HEADERS = frozenset({
@@ -197,18 +209,27 @@ def attachment_headers(name: str, content_type: str) -> bytes:
     A non-ASCII name goes in filename* (RFC 2231), which current clients
     read, and RFC 2047-encoded in name=, which older ones read.
     """
-    disposition = EmailMessage(policy=POLICY)
-    disposition.add_header("Content-Disposition", "attachment", filename=name)
-    disposition["Content-Transfer-Encoding"] = "base64"
-    if name.isascii():
+    plain = name.isascii() and "=?" not in name
+    if name.isascii() and not plain:
+        # Looks like an encoded word: RFC 2231 form, which nothing decodes
+        # as RFC 2047 (the email package would write it as it is).
+        value = "utf-8''" + quote(name, safe="")
+        disposition = (f"Content-Disposition: attachment;\r\n"
+                       f" filename*={value}\r\n").encode("ascii")
+    else:
+        part = EmailMessage(policy=POLICY)
+        part.add_header("Content-Disposition", "attachment", filename=name)
+        disposition = header_bytes(part)
+    disposition += b"Content-Transfer-Encoding: base64\r\n"
+    if plain:
         kind = EmailMessage(policy=POLICY)
         kind["Content-Type"] = content_type
         kind.set_param("name", name)
         first = header_bytes(kind)
     else:
-        words = Header(name, "utf-8", maxlinelen=70).encode(linesep="\r\n ")
+        words = "\r\n ".join(encoded_words(name, 75))
         first = f'Content-Type: {content_type};\r\n name="{words}"\r\n'.encode()
-    return first + header_bytes(disposition)
+    return first + disposition
 
 
 def base64_lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -261,7 +282,9 @@ class Message:
         self.draft = draft
         self.utf8 = any(not m.addr.isascii() for m in self._mailboxes())
         self.policy = POLICY_UTF8 if self.utf8 else POLICY
-        self.headers = EmailMessage(policy=self.policy)
+        # (name, value) in order; structured values are the email package's
+        # header objects, free text is kept as given (see unstructured_line).
+        self.fields: list[tuple[str, Any]] = []
         self.boundary = "=_pymail_" + secrets.token_hex(12)
         self.text_headers, self.text_payload = self._body_part()
         self._set_headers()
@@ -295,8 +318,14 @@ class Message:
                 ("Content-Transfer-Encoding", cte)], payload
 
     def _set(self, name: str, value: str) -> None:
+        if name.lower() not in STRUCTURED:
+            if CONTROL.search(value.replace("\t", " ")):
+                raise DataError(f"cannot put {value!r} in the {name} header: "
+                                "it holds a line break or control character")
+            self.fields.append((name, value))
+            return
         try:
-            self.headers[name] = value
+            self.fields.append(self.policy.header_store_parse(name, value))
         except (ValueError, IndexError, TypeError) as exc:
             raise DataError(f"cannot put {value!r} in the {name} header: "
                             f"{exc}") from exc
@@ -339,12 +368,14 @@ class Message:
 
     @property
     def message_id(self) -> str:
-        return str(self.headers["Message-ID"])
+        return next(str(v) for n, v in self.fields if n == "Message-ID")
 
-    def header_block(self, *, skip: frozenset[str] = frozenset()) -> bytes:
-        return b"".join(self.policy.fold_binary(name, value)
-                        for name, value in self.headers.items()
-                        if name.lower() not in skip)
+    def header_block(self) -> bytes:
+        """The header lines; free-text fields are encoded by pymail."""
+        return b"".join(
+            self.policy.fold_binary(name, value)
+            if name.lower() in STRUCTURED else unstructured_line(name, value)
+            for name, value in self.fields)
 
     def chunks(self) -> Iterator[bytes]:
         """The message as bytes; each chunk ends at the end of a line."""
@@ -371,6 +402,50 @@ class Message:
     def as_bytes(self) -> bytes:
         """The whole message; for tests and small messages only."""
         return b"".join(self.chunks())
+
+
+def unstructured_line(name: str, value: str) -> bytes:
+    """A free-text header (Subject, Organization, X-...) as CRLF lines.
+
+    Plain ASCII is folded at spaces only, so that unfolding gives back every
+    space. Anything else (non-ASCII, text that looks like an encoded word, a
+    word too long to fold) becomes RFC 2047 encoded words, each a whole
+    number of characters, so that the text survives exactly. The email
+    package's folder loses the space between encoded words.
+    """
+    text = str(value)
+    words = text.split(" ")
+    plain = (text.isascii() and "=?" not in text and
+             all(len(w) <= HEADER_WIDTH - len(name) - 2 for w in words))
+    if not plain:
+        first = HEADER_WIDTH - len(name) - 2
+        folded = "\r\n ".join(encoded_words(text, first))
+        return f"{name}: {folded}".encode("ascii") + CRLF
+    lines = [f"{name}:"]
+    for word in words:
+        if len(lines[-1]) + 1 + len(word) > HEADER_WIDTH and \
+                lines[-1].strip(" ") not in ("", f"{name}:"):
+            lines.append("")
+        lines[-1] += " " + word
+    return "\r\n".join(lines).encode("ascii") + CRLF
+
+
+def encoded_words(text: str, first: int) -> list[str]:
+    """RFC 2047 B-encoded words of whole characters: the first at most
+    `first` long, the others at most 75 (RFC 2047, 2)."""
+    def word(chunk: str) -> str:
+        return "=?utf-8?b?" + base64.b64encode(chunk.encode()).decode() + "?="
+
+    words: list[str] = []
+    current = ""
+    for char in text:
+        limit = first if not words else 75
+        if current and len(word(current + char)) > limit:
+            words.append(word(current))
+            current = ""
+        current += char
+    words.append(word(current))
+    return words
 
 
 def header_bytes(message: EmailMessage) -> bytes:

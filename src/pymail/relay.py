@@ -65,11 +65,13 @@ class Envelope:
 
     sender: str
     recipients: list[str]
+    utf8: bool = False  # the headers hold UTF-8 addresses (RFC 6532)
 
     @property
     def smtputf8(self) -> bool:
-        """True when an address has a non-ASCII local part (RFC 6531)."""
-        return not all(a.isascii() for a in [self.sender, *self.recipients])
+        """True when the headers or an address need SMTPUTF8 (RFC 6531)."""
+        return self.utf8 or not all(
+            a.isascii() for a in [self.sender, *self.recipients])
 
 
 def decode_reply(data: bytes | str) -> str:
@@ -345,8 +347,8 @@ class Connection:
         if not envelope.smtputf8:
             return ""
         if not session.has_extn("smtputf8"):
-            address = next(a for a in [envelope.sender, *envelope.recipients]
-                           if not a.isascii())
+            address = next((a for a in [envelope.sender, *envelope.recipients]
+                            if not a.isascii()), "in the headers")
             raise DataError(f"{self.relay.address} does not offer SMTPUTF8, "
                             f"which the address {address} needs",
                             hint="use an ASCII address for this mailbox")

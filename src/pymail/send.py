@@ -25,6 +25,7 @@ from pymail.message import (
     Message,
     check_field,
     clean_subject,
+    decode_text,
     locale_charset,
     split_header_block,
     usable_charset,
@@ -95,8 +96,8 @@ def send_request(request: Request) -> int:
         close_all(attachments)
         return fail(error, dead, "", [fallback_entry(request, body)])
     try:
-        return transmit(settings, Envelope(envelope_sender, recipients),
-                        message)
+        envelope = Envelope(envelope_sender, recipients, utf8=message.utf8)
+        return transmit(settings, envelope, message)
     finally:
         close_all(attachments)
 
@@ -157,12 +158,28 @@ def charsets(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c for c in found if c))
 
 
+def text_of(value: str, fallbacks: tuple[str, ...]) -> str:
+    """An argument or file value whose bytes were not UTF-8 (Python keeps
+    them as surrogates), decoded by the rule for stdin instead."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return decode_text(os.fsencode(value), fallbacks)
+    return value
+
+
 def parse_input(request: Request, settings: Settings, body: bytes) -> Parsed:
     """Apply -q and -t to what was read from stdin."""
-    parsed = Parsed(list(request.to), list(request.cc), list(request.bcc),
-                    request.subject or "", request.from_, body,
-                    request.body_type)
-    for line in request.custom_headers:
+    fallbacks = charsets(settings)
+
+    def texts(values: tuple[str, ...]) -> list[str]:
+        return [text_of(v, fallbacks) for v in values]
+
+    parsed = Parsed(texts(request.to), texts(request.cc), texts(request.bcc),
+                    text_of(request.subject or "", fallbacks),
+                    text_of(request.from_, fallbacks) if request.from_
+                    else None, body, request.body_type)
+    for line in texts(request.custom_headers):
         name, value = check_field(line, "-C")
         if name.lower() in OWN_HEADERS:
             raise UsageError(f"-C cannot set {name}: use -s, -r, -c, -b, "
@@ -218,8 +235,8 @@ def senders_of(request: Request, parsed: Parsed,
         where = "-r" if request.from_ else "the -t From header"
         senders = parse_list([parsed.sender], where)
     elif settings.text("from"):
-        senders = parse_list([settings.text("from") or ""],
-                             f"from ({settings.origin('from')})")
+        value = text_of(settings.text("from") or "", charsets(settings))
+        senders = parse_list([value], f"from ({settings.origin('from')})")
     else:
         _, user, _ = settings.auth()
         if user and "@" in user:
@@ -245,16 +262,18 @@ def make_draft(parsed: Parsed, settings: Settings, senders: list[Mailbox],
     to = expand(parse_list(parsed.to, "the recipients"), aliases, "To")
     cc = expand(parse_list(parsed.cc, "Cc"), aliases, "Cc")
     bcc = expand(parse_list(parsed.bcc, "Bcc"), aliases, "Bcc")
-    reply_to = parse_list([settings.text("replyto", "reply-to") or ""],
-                          "replyto")
-    sender_var = settings.text("sender")
+    fallbacks = charsets(settings)
+    reply_to = parse_list(
+        [text_of(settings.text("replyto", "reply-to") or "", fallbacks)],
+        "replyto")
+    sender_var = text_of(settings.text("sender") or "", fallbacks)
     draft = Draft(
         sender=senders, to=to, cc=cc, subject=parsed.subject,
         body=parsed.body, body_type=parsed.body_type,
         attachments=attachments, reply_to=reply_to,
         sender_header=parse_mailbox(sender_var, "sender") if sender_var
         else None,
-        organization=settings.text("ORGANIZATION"),
+        organization=text_of(settings.text("ORGANIZATION") or "", fallbacks),
         hostname=settings.hostname(), extra_headers=parsed.headers,
         fallback_charsets=charsets(settings))
     return draft, unique(to + cc + bcc)

@@ -53,6 +53,7 @@ class Entry:
     next_attempt: float = 0.0
     last_error: str | None = None
     size: int = 0
+    utf8: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def back_off(self, error: str, now: float) -> None:
@@ -76,13 +77,13 @@ class Spool:
 
     def store(self, sender: str, recipients: list[str], chunks: Iterable[bytes],
               *, relay: str, error: str, message_id: str | None = None,
-              account: str | None = None) -> Entry:
+              account: str | None = None, utf8: bool = False) -> Entry:
         """Queue a message atomically; returns its entry."""
         self._prepare()
         now = time.time()
         ident = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         entry = Entry(ident, now, sender, list(recipients), relay, account,
-                      message_id)
+                      message_id, utf8=utf8)
         entry.back_off(error, now)
         temporary = self.directory / "tmp" / f"{ident}.eml"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -241,7 +242,7 @@ class Flush:
             connection.close()
 
     def _send(self, connection: Connection, entry: Entry) -> None:
-        envelope = Envelope(entry.sender, entry.recipients)
+        envelope = Envelope(entry.sender, entry.recipients, entry.utf8)
         try:
             outcome = connection.send(envelope, self.spool.chunks(entry))
         except PymailError as error:
