@@ -125,7 +125,7 @@ def test_ssl_verify_warn_warns_and_delivers(rogue_cert, mailrc, run):
     srv = start_server(cert=rogue_cert, tls="implicit")
     try:
         mailrc(recipe(srv.port).replace("ssl-verify=ignore", "ssl-verify=warn"))
-        result = send(run)
+        result = send(run, "-v")
     finally:
         srv.stop()
     assert result.code == 0

@@ -180,10 +180,12 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
 def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
     """--flush, --queue, --delete, --resend: the arguments are ids or files."""
     from pymail import maintenance
+    from pymail.notices import check_secrets
     from pymail.settings import resolve_variables
 
     settings = resolve_variables(read_system=not options["no_system"],
                                  assignments=list(options["assign"]))
+    check_secrets(settings)
     if mode == "flush":
         return maintenance.flush(settings, args)
     if mode == "queue":

@@ -71,14 +71,31 @@ class RcState:
     origins: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, list[str]] = field(default_factory=dict)
     accounts: dict[str, list[Line]] = field(default_factory=dict)
+    # (source, variable) for every password set: a file's path, "-S" or
+    # "environment"; for the permission and command-line warnings.
+    secrets: list[tuple[str, str]] = field(default_factory=list)
 
-    def assign(self, name: str, value: str | None, where: str) -> None:
+    def assign(self, name: str, value: str | None, where: str,
+               source: str | None = None) -> None:
         """Set a variable, or unset it when value is None."""
         if value is None:
             self.variables.pop(name, None)
         else:
             self.variables[name] = value
+            if is_secret(name, value):
+                self.secrets.append((source or where, name))
         self.origins[name] = where
+
+
+def is_secret(name: str, value: str) -> bool:
+    """Does this variable hold a password (also inside an smtp/mta URL)?"""
+    if name in ("smtp-auth-password", "password") or name.startswith(
+            ("smtp-auth-password-", "password-")):
+        return bool(value)
+    if name in ("smtp", "mta") and "://" in value:
+        userinfo = value.split("://", 1)[1].split("/", 1)[0]
+        return "@" in userinfo and ":" in userinfo.rpartition("@")[0]
+    return False
 
 
 def split_words(text: str, where: str) -> list[str]:
@@ -163,6 +180,7 @@ class Interpreter:
         self.terminal = sys.stdin.isatty() if terminal is None else terminal
         self.depth = 0
         self.sources: list[str] = []
+        self.current: str | None = None  # the file being read
 
     def load_file(self, path: Path) -> None:
         """Read and run one file; errors name the file and line."""
@@ -173,10 +191,12 @@ class Interpreter:
         # Configuration files are UTF-8; a stray byte must not stop mail.
         text = data.decode("utf-8", errors="surrogateescape")
         self.depth += 1
+        outer, self.current = self.current, str(path)
         try:
             self.run(logical_lines(text, str(path)))
         finally:
             self.depth -= 1
+            self.current = outer
 
     def run(self, lines: Iterator[Line] | list[Line]) -> None:
         """Run lines, keeping track of if/else and of account blocks."""
@@ -297,16 +317,18 @@ class Interpreter:
         elif command not in IGNORED_COMMANDS:
             raise ConfigError(f"{where}: unknown command '{command}'")
 
-    def set_word(self, word: str, where: str) -> None:
+    def set_word(self, word: str, where: str, source: str | None = None
+                 ) -> None:
         name, eq, value = word.partition("=")
         if not name:
             raise ConfigError(f"{where}: 'set {word}' has no variable name")
+        source = source or self.current
         if eq:
-            self.state.assign(name, value, where)
+            self.state.assign(name, value, where, source)
         elif name.startswith("no") and len(name) > 2:
-            self.state.assign(name[2:], None, where)
+            self.state.assign(name[2:], None, where, source)
         else:
-            self.state.assign(name, "", where)
+            self.state.assign(name, "", where, source)
 
     def _source(self, name: str, where: str) -> None:
         path = Path(os.path.expanduser(name))

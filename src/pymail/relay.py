@@ -12,7 +12,6 @@ import logging
 import smtplib
 import socket
 import ssl
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pymail.errors import (
     PymailError,
     TemporaryFailure,
 )
+from pymail.notices import advise
 from pymail.settings import Relay, Settings
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ class Connection:
         if self.mechanism == "none":
             self.user = self.password = None
         if self.user and self.password is None:
+            self.password = settings.command_password()
+        if self.user and self.password is None:
             raise ConfigError(f"smtp-auth-user is set ({self.user}) but no "
                               "password is", hint="set PYMAIL_SMTP_AUTH_PASSWORD"
                               " in /etc/pymail.env or smtp-auth-password in "
@@ -165,18 +167,21 @@ class Connection:
     def open(self) -> None:
         """Connect, greet, STARTTLS if asked, and authenticate."""
         mode = self.settings.verify_mode()
-        if mode == "ignore":
-            # At a terminal a person can act on it; cron would mail it daily.
-            level = logging.WARNING if sys.stderr.isatty() else logging.INFO
-            log.log(level, "ssl-verify=ignore: the relay's certificate is "
-                    "not checked")
+        self.pin = trust.fingerprint(self.settings)
+        if self.pin:
+            mode = "pinned"
+        elif mode == "ignore":
+            advise(self.settings, "ssl-verify=ignore: the relay's certificate "
+                   "is not checked; remove it, or pin the certificate with "
+                   "tls-fingerprint")
         try:
-            self._open(verify=mode != "ignore")
+            self._open(verify=mode in ("strict", "warn"))
         except ProtocolFailure as exc:
             if mode != "warn" or not isinstance(exc.__cause__,
                                                 ssl.SSLCertVerificationError):
                 raise
-            log.warning("%s; continuing because ssl-verify=warn", exc.message)
+            advise(self.settings, f"{exc.message}; continuing because "
+                   "ssl-verify=warn")
             self._open(verify=False)
 
     def _open(self, *, verify: bool) -> None:
@@ -197,6 +202,7 @@ class Connection:
                 self.session = TLSSession(relay.host, relay.port,
                                           local_hostname=hostname,
                                           timeout=timeout, context=context)
+                self._check_pin()
             else:
                 self.session = PlainSession(relay.host, relay.port,
                                             local_hostname=hostname,
@@ -204,8 +210,30 @@ class Connection:
             self._ehlo()
             if relay.starttls:
                 self._starttls(context)
+            elif self.pin and not relay.implicit_tls:
+                raise ConfigError("tls-fingerprint is set, but the connection "
+                                  f"to {relay.address} is not encrypted",
+                                  hint="use smtps:// or smtp-use-starttls")
             if self.user:
                 self._authenticate()
+
+    def _check_pin(self) -> None:
+        """With tls-fingerprint set, the server's certificate must be that
+        one, whatever signed it; nothing is sent before this check."""
+        session = self.session
+        if not self.pin or session is None:
+            return
+        sock = session.sock
+        der = sock.getpeercert(binary_form=True) if isinstance(
+            sock, ssl.SSLSocket) else None
+        seen = trust.digest(der) if der else "none"
+        if seen != self.pin:
+            raise ProtocolFailure(
+                f"the certificate of {self.relay.address} does not match "
+                f"tls-fingerprint: it is {trust.pretty(seen)}",
+                hint="if the relay's certificate was renewed, check the new "
+                "one and update tls-fingerprint")
+        log.info("certificate fingerprint matches tls-fingerprint")
 
     def _ehlo(self) -> None:
         assert self.session is not None
@@ -226,6 +254,7 @@ class Connection:
         code, text = session.starttls(context=context)
         if code != 220:
             self._fail("STARTTLS", code, text)
+        self._check_pin()
         self._ehlo()
 
     def _authenticate(self) -> None:

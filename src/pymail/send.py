@@ -30,6 +30,7 @@ from pymail.message import (
     split_header_block,
     usable_charset,
 )
+from pymail.notices import check_secrets
 from pymail.relay import Envelope, deliver
 from pymail.settings import Settings, home_dir, resolve_variables
 
@@ -66,6 +67,7 @@ def send_request(request: Request) -> int:
         body = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
         return fail(error, default_dead_letter(), "",
                     [fallback_entry(request, body)] if body else None)
+    check_secrets(settings)
     for source in settings.sources:
         log.info("read %s", source)
     for note in settings.notes:

@@ -86,6 +86,7 @@ class Settings:
     aliases: dict[str, list[str]]
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    secrets: list[tuple[str, str]] = field(default_factory=list)
 
     def get(self, *names: str) -> str | None:
         """The value of the first of names that is set."""
@@ -137,6 +138,34 @@ class Settings:
         if password is None:
             password = url_password
         return mechanism, user, password
+
+    def command_password(self) -> str | None:
+        """The standard output of `pymail-password-command`, run by the
+        shell, less its final newline: for vaults and keyrings."""
+        command = self.text("pymail-password-command")
+        if not command:
+            return None
+        import subprocess
+
+        where = self.origin("pymail-password-command")
+        try:
+            result = subprocess.run(command, shell=True, capture_output=True,
+                                    stdin=subprocess.DEVNULL,
+                                    timeout=self.timeout(), check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"{where}: pymail-password-command failed: "
+                              f"{exc}") from exc
+        if result.returncode != 0:
+            reason = result.stderr.decode("utf-8", "replace").strip()
+            reason = reason.splitlines()[0] if reason else "no message"
+            raise ConfigError(f"{where}: pymail-password-command exited "
+                              f"{result.returncode}: {reason}")
+        password = result.stdout.decode("utf-8", "surrogateescape")
+        password = password.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ConfigError(f"{where}: pymail-password-command printed "
+                              "nothing")
+        return password
 
     def _url_credentials(self) -> tuple[str | None, str | None]:
         for name in ("mta", "smtp"):
@@ -329,13 +358,14 @@ def resolve_variables(*, read_system: bool, assignments: list[str],
     for key, value in os.environ.items():
         name = env_name(key)
         if name:
-            _assign_env(state, name, value, f"environment {key}")
+            _assign_env(state, name, value, f"environment {key}",
+                        "environment")
     # 5. -S on the command line beats everything.
     for word in assignments:
-        interpreter.set_word(word, f"-S {word.partition('=')[0]}")
+        interpreter.set_word(word, f"-S {word.partition('=')[0]}", "-S")
 
     return Settings(state.variables, state.origins, state.aliases, notes,
-                    interpreter.sources)
+                    interpreter.sources, state.secrets)
 
 
 def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:
@@ -372,13 +402,14 @@ def _load_env_file(state: RcState, path: Path, *, required: bool,
     for key, value in values.items():
         name = env_name(key)
         if name and value is not None:
-            _assign_env(state, name, value, f"{path} {key}")
+            _assign_env(state, name, value, f"{path} {key}", str(path))
 
 
-def _assign_env(state: RcState, name: str, value: str, where: str) -> None:
+def _assign_env(state: RcState, name: str, value: str, where: str,
+                source: str) -> None:
     if name in BOOLEANS and value.strip().lower() in FALSE_WORDS:
-        state.assign(name, None, where)
+        state.assign(name, None, where, source)
     elif name in BOOLEANS:
-        state.assign(name, "", where)
+        state.assign(name, "", where, source)
     else:
-        state.assign(name, value, where)
+        state.assign(name, value, where, source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 from pathlib import Path
@@ -21,8 +22,9 @@ def make_context(settings: Settings, *, verify: bool | None = None) -> ssl.SSLCo
     """
     mode = settings.verify_mode()
     if verify is None:
-        verify = mode != "ignore"
+        verify = mode != "ignore" and not fingerprint(settings)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Whatever the verification, nothing older than TLS 1.2 (RFC 8996).
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not verify:
         context.check_hostname = False
@@ -39,6 +41,35 @@ def make_context(settings: Settings, *, verify: bool | None = None) -> ssl.SSLCo
     _load_ca(context, settings, ("tls-ca-file", "ssl-ca-file"), "cafile")
     _load_ca(context, settings, ("tls-ca-dir", "ssl-ca-dir"), "capath")
     return context
+
+
+def fingerprint(settings: Settings) -> str | None:
+    """tls-fingerprint as lower-case hex: SHA-256 of the certificate, as
+    `openssl x509 -noout -fingerprint -sha256` prints it (any case, with
+    or without colons, with or without the `SHA256 Fingerprint=` label)."""
+    value = settings.text("tls-fingerprint", "ssl-fingerprint")
+    if not value:
+        return None
+    text = value.rpartition("=")[2] if "=" in value else value
+    text = text.replace(":", "").replace(" ", "").lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        name = "tls-fingerprint" if settings.text("tls-fingerprint") \
+            else "ssl-fingerprint"
+        raise ConfigError(f"{settings.origin(name)}: {name} is not a SHA-256 "
+                          "fingerprint (64 hex digits, colons allowed)",
+                          hint="openssl x509 -noout -fingerprint -sha256 "
+                          "-in cert.pem prints one")
+    return text
+
+
+def digest(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def pretty(hexdigest: str) -> str:
+    """AB:CD:... as openssl prints it."""
+    upper = hexdigest.upper()
+    return ":".join(upper[i:i + 2] for i in range(0, len(upper), 2))
 
 
 def _load_ca(context: ssl.SSLContext, settings: Settings,
