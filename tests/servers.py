@@ -89,12 +89,16 @@ def start_server(*, cert: Any, tls: str = "implicit", auth: bool = True,
                  users: dict[str, str] | None = None,
                  auth_require_tls: bool = True,
                  handler: Recorder | None = None,
-                 exclude: list[str] | None = None) -> Server:
+                 exclude: list[str] | None = None,
+                 sni: Any = None) -> Server:
     """tls is "implicit" (port wrapped in TLS), "starttls" or "none"."""
     users = {USER: PASSWORD} if users is None else users
     handler = handler or Recorder()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_context)
+    if sni is not None:
+        server_context.sni_callback = (
+            lambda sock, name, context: sni(name))
 
     def authenticator(server: Any, session: Any, envelope: Any,
                       mechanism: str, data: Any) -> AuthResult:
