@@ -80,6 +80,8 @@ def parse_mailbox(text: str, where: str) -> Mailbox:
     if BARE_NAME.fullmatch(text):
         return Mailbox("", text)
     name, addr = parseaddr(text)
+    if addr and BARE_NAME.fullmatch(addr) and _whole(text, addr):
+        return Mailbox(name.strip(), addr)  # `root (Cron Daemon)`
     if not addr or not ADDR_SPEC.fullmatch(addr) or not _whole(text, addr):
         raise DataError(f"invalid address {text!r} in {where}")
     return Mailbox(name.strip(), wire_address(addr, where))
@@ -120,20 +122,27 @@ def parse_list(values: list[str] | tuple[str, ...], where: str) -> list[Mailbox]
 
 
 def expand(mailboxes: list[Mailbox], aliases: dict[str, list[str]],
-           where: str) -> list[Mailbox]:
-    """Replace alias names by their members; a bare unknown name is an error."""
+           where: str, catchall: str | None = None) -> list[Mailbox]:
+    """Replace alias names by their members. A bare name that is no alias
+    goes to the catch-all address when there is one, else is an error."""
     result: list[Mailbox] = []
     for mailbox in mailboxes:
-        result.extend(_expand_one(mailbox, aliases, where, 0, set()))
+        result.extend(_expand_one(mailbox, aliases, where, 0, set(), catchall))
     return result
 
 
 def _expand_one(mailbox: Mailbox, aliases: dict[str, list[str]], where: str,
-                depth: int, seen: set[str]) -> list[Mailbox]:
+                depth: int, seen: set[str],
+                catchall: str | None) -> list[Mailbox]:
     if "@" in mailbox.addr:
         return [mailbox]
     name = mailbox.addr
-    if name not in aliases or name in seen or depth > MAX_ALIAS_DEPTH:
+    if name in seen or depth > MAX_ALIAS_DEPTH:
+        raise DataError(f"alias '{name}' in {where} refers to itself")
+    if name not in aliases:
+        if catchall:
+            return [Mailbox(mailbox.name, wire_address(catchall,
+                                                       "pymail-catchall"))]
         raise DataError(f"'{name}' in {where} is neither an address nor an "
                         "alias", hint=f"write a full address, or add "
                         f"`alias {name} you@example.com` to the mail.rc")
@@ -141,7 +150,7 @@ def _expand_one(mailbox: Mailbox, aliases: dict[str, list[str]], where: str,
     result: list[Mailbox] = []
     for member in members:
         result.extend(_expand_one(member, aliases, where, depth + 1,
-                                  seen | {name}))
+                                  seen | {name}, catchall))
     return result
 
 

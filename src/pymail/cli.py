@@ -17,7 +17,7 @@ from pymail.errors import EX_SOFTWARE, EX_USAGE, PymailError
 log = logging.getLogger("pymail")
 
 # Options that take a value, for finding a `--` that ends pymail's options.
-VALUE_OPTIONS = frozenset("scbraSMqC")
+VALUE_OPTIONS = frozenset("scbraSMqCA")
 FLAG_OPTIONS = frozenset("nEvVt")
 
 
@@ -42,6 +42,7 @@ class Request:
     quote_file: str | None = None
     custom_headers: tuple[str, ...] = ()
     read_headers: bool = False
+    account: str | None = None
 
 
 def split_sendmail_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -122,6 +123,8 @@ refused; 78 configuration. Undelivered mail is kept in ~/dead.letter.
 @click.option("-t", "read_headers", is_flag=True,
               help="stdin starts with headers; To, Cc, Bcc there are "
               "recipients.")
+@click.option("-A", "account", metavar="NAME",
+              help="Use the settings of `account NAME { ... }` in a mail.rc.")
 @click.option("-n", "no_system", is_flag=True,
               help="Do not read /etc/mail.rc.")
 @click.option("-E", "skip_empty", is_flag=True,
@@ -169,7 +172,7 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
         sendmail_args=sendmail_args, body_type=options["body_type"],
         quote_file=options["quote_file"],
         custom_headers=options["custom_headers"],
-        read_headers=options["read_headers"])
+        read_headers=options["read_headers"], account=options["account"])
     if not (request.to or request.cc or request.bcc or request.read_headers):
         raise click.UsageError("no recipients given")
     from pymail.send import send_request
@@ -181,13 +184,17 @@ def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
     """--flush, --queue, --delete, --resend: the arguments are ids or files."""
     from pymail import maintenance
     from pymail.notices import check_secrets
-    from pymail.settings import resolve_variables
+    from pymail.settings import Settings, resolve_variables
 
-    settings = resolve_variables(read_system=not options["no_system"],
-                                 assignments=list(options["assign"]))
+    def settings_for(account: str | None) -> Settings:
+        return resolve_variables(read_system=not options["no_system"],
+                                 assignments=list(options["assign"]),
+                                 account=account)
+
+    settings = settings_for(options["account"])
     check_secrets(settings)
     if mode == "flush":
-        return maintenance.flush(settings, args)
+        return maintenance.flush(settings, args, settings_for)
     if mode == "queue":
         return maintenance.list_queue(settings)
     if mode == "delete":
@@ -210,6 +217,10 @@ def setup_logging(verbose: bool, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and turn every outcome into an exit code."""
     args = sys.argv[1:] if argv is None else argv
+    if argv is None and os.path.basename(sys.argv[0]) in ("sendmail", "mailq"):
+        from pymail.sendmail import main as sendmail_main
+
+        sendmail_main()
     try:
         code = command.main(args, prog_name="pymail", standalone_mode=False)
     except click.exceptions.Exit as exc:

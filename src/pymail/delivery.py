@@ -42,6 +42,7 @@ class Sent:
     chunks: Callable[[], Iterable[bytes]]  # a fresh stream each call
     message_id: str
     relay: str
+    account: str | None = None
 
 
 def settle_failure(settings: Settings, error: PymailError, sent: Sent) -> int:
@@ -93,7 +94,8 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
             entry = Spool(directory).store(
                 sent.envelope.sender, recipients, sent.chunks(),
                 relay=sent.relay, error=error.line(),
-                message_id=sent.message_id, utf8=sent.envelope.utf8)
+                message_id=sent.message_id, utf8=sent.envelope.utf8,
+                account=sent.account)
         except OSError as exc:
             log.warning("cannot queue in %s: %s", directory,
                         exc.strerror or exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pymail import deadletter
@@ -32,14 +33,16 @@ def spool_of(settings: Settings) -> Spool:
     return Spool(directory)
 
 
-def flush(settings: Settings, ids: list[str]) -> int:
-    """Deliver what is due (or the messages named, now)."""
+def flush(settings: Settings, ids: list[str],
+          settings_for: Callable[[str | None], Settings] | None = None) -> int:
+    """Deliver what is due (or the messages named, now); a message queued
+    for an account is sent with that account's settings."""
     spool = spool_of(settings)
     with spool.locked() as ours:
         if not ours:
             log.info("another flush of %s is running", spool.directory)
             return EX_OK
-        report = Flush(settings, spool).run(ids)
+        report = Flush(settings, spool, settings_for).run(ids)
     log.info("flush: %d delivered, %d deferred, %d moved to dead.letter",
              report.delivered, report.deferred, report.dead)
     if report.failure:

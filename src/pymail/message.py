@@ -123,6 +123,14 @@ def canonical_text(text: str) -> bytes:
     return b"".join(line.encode("utf-8") + CRLF for line in lines)
 
 
+def crlf_lines(data: bytes) -> bytes:
+    """Every line end CRLF, and a line end at the end."""
+    lines = data.replace(b"\r\n", b"\n").split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join(line + CRLF for line in lines)
+
+
 def is_7bit(data: bytes) -> bool:
     """ASCII, no NUL, no lone CR, every line within the SMTP limit."""
     if not data.isascii() or b"\0" in data:
@@ -273,6 +281,9 @@ class Draft:
     hostname: str = "localhost"
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     fallback_charsets: tuple[str, ...] = ()
+    # A MIME body to send as it is (Content-Type, transfer encoding, bytes):
+    # what the sendmail entry reads when the message is not plain text.
+    passthrough: tuple[str, str | None, bytes] | None = None
 
 
 class Message:
@@ -302,6 +313,12 @@ class Message:
 
     def _body_part(self) -> tuple[list[tuple[str, str]], bytes]:
         draft = self.draft
+        if draft.passthrough is not None:
+            content_type, encoding, body = draft.passthrough
+            fields = [("Content-Type", content_type)]
+            if encoding:
+                fields.append(("Content-Transfer-Encoding", encoding))
+            return fields, crlf_lines(body)
         kind = draft.body_type.lower()
         if not MIME_TYPE.fullmatch(kind):
             raise DataError(f"-M {draft.body_type!r} is not a MIME type "
@@ -467,12 +484,13 @@ def check_field(line: str, where: str) -> tuple[str, str]:
     return name, value.strip()
 
 
-def split_header_block(data: bytes, fallbacks: tuple[str, ...] = ()
+def split_header_block(data: bytes, fallbacks: tuple[str, ...] = (), *,
+                       strict: bool = True
                        ) -> tuple[list[tuple[str, str]], bytes]:
     """For -t: the header lines at the start of data, and the body after
     the first empty line. Folded lines are unfolded; encoded words are
     decoded. A line that is neither a header nor a continuation is an error
-    naming its number."""
+    naming its number; not strict (sendmail), it starts the body."""
     headers: list[tuple[str, str]] = []
     position = 0
     number = 0
@@ -489,7 +507,13 @@ def split_header_block(data: bytes, fallbacks: tuple[str, ...] = ()
             name, value = headers[-1]
             headers[-1] = (name, value + " " + line.strip())
             continue
-        headers.append(check_field(line, f"-t header line {number}"))
+        try:
+            headers.append(check_field(line, f"-t header line {number}"))
+        except DataError:
+            if strict:
+                raise
+            position -= len(raw)
+            break
     else:
         position = len(data)
     return [(name, decoded_header(name, value)) for name, value in headers], \

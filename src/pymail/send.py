@@ -61,7 +61,8 @@ def send_request(request: Request) -> int:
     """Send what the request asks for; returns the exit status."""
     try:
         settings = resolve_variables(read_system=request.read_system,
-                                     assignments=list(request.assign))
+                                     assignments=list(request.assign),
+                                     account=request.account)
     except ConfigError as error:
         # The configuration is broken, but what was piped in must survive.
         body = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
@@ -110,7 +111,8 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
         relay = settings.relay().address
     except ConfigError:
         relay = "-"
-    sent = Sent(envelope, message.chunks, message.message_id, relay)
+    sent = Sent(envelope, message.chunks, message.message_id, relay,
+                settings.account)
     try:
         with bounded(settings.deadline()):
             outcome = deliver(settings, envelope, message.chunks())
@@ -260,10 +262,11 @@ def senders_of(request: Request, parsed: Parsed,
 def make_draft(parsed: Parsed, settings: Settings, senders: list[Mailbox],
                attachments: list[Attachment]) -> tuple[Draft, list[str]]:
     """The draft and its envelope recipients (To, Cc and Bcc, each once)."""
-    aliases = settings.aliases
-    to = expand(parse_list(parsed.to, "the recipients"), aliases, "To")
-    cc = expand(parse_list(parsed.cc, "Cc"), aliases, "Cc")
-    bcc = expand(parse_list(parsed.bcc, "Bcc"), aliases, "Bcc")
+    aliases, catchall = settings.all_aliases(), settings.catchall()
+    to = expand(parse_list(parsed.to, "the recipients"), aliases, "To",
+                catchall)
+    cc = expand(parse_list(parsed.cc, "Cc"), aliases, "Cc", catchall)
+    bcc = expand(parse_list(parsed.bcc, "Bcc"), aliases, "Bcc", catchall)
     fallbacks = charsets(settings)
     reply_to = parse_list(
         [text_of(settings.text("replyto", "reply-to") or "", fallbacks)],

@@ -87,6 +87,7 @@ class Settings:
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     secrets: list[tuple[str, str]] = field(default_factory=list)
+    account: str | None = None
 
     def get(self, *names: str) -> str | None:
         """The value of the first of names that is set."""
@@ -244,10 +245,55 @@ class Settings:
         return parse_duration(value, self.origin("pymail-deadline"))
 
 
+    def all_aliases(self) -> dict[str, list[str]]:
+        """mail.rc aliases, then /etc/aliases (or the file named) when
+        `pymail-etc-aliases` is set; mail.rc wins."""
+        aliases = dict(self.aliases)
+        if not self.flag("pymail-etc-aliases"):
+            return aliases
+        path = Path(self.text("pymail-etc-aliases") or "/etc/aliases")
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ConfigError(f"pymail-etc-aliases: cannot read {path}: "
+                              f"{exc.strerror or exc}") from exc
+        for name, members in parse_aliases(text).items():
+            aliases.setdefault(name, members)
+        return aliases
+
+    def catchall(self) -> str | None:
+        """`pymail-catchall`: where mail for any other bare name goes."""
+        return self.text("pymail-catchall")
+
     def delivery_log(self) -> str | None:
         """`pymail-log`: "syslog", a file, or None (no record)."""
         value = self.text("pymail-log")
         return os.path.expanduser(value) if value else None
+
+
+def parse_aliases(text: str) -> dict[str, list[str]]:
+    """/etc/aliases: `name: member, member`, continued on indented lines.
+    Members that are files, programs or :include: lists cannot be relayed
+    and are left out."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0] in " \t" and entries:
+            entries[-1] += " " + line.strip()
+        else:
+            entries.append(line.strip())
+    aliases: dict[str, list[str]] = {}
+    for entry in entries:
+        name, colon, rest = entry.partition(":")
+        if not colon:
+            continue
+        members = [m.strip() for m in rest.split(",")]
+        members = [m for m in members if m and not m.startswith(
+            ("|", "/", ":include:", '"|'))]
+        if members:
+            aliases[name.strip().lower()] = members
+    return aliases
 
 
 def parse_duration(value: str, where: str) -> float:
@@ -365,7 +411,7 @@ def resolve_variables(*, read_system: bool, assignments: list[str],
         interpreter.set_word(word, f"-S {word.partition('=')[0]}", "-S")
 
     return Settings(state.variables, state.origins, state.aliases, notes,
-                    interpreter.sources, state.secrets)
+                    interpreter.sources, state.secrets, account)
 
 
 def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:

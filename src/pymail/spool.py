@@ -17,7 +17,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -192,8 +192,11 @@ class FlushReport:
 class Flush:
     """Deliver queued messages: oldest first, one connection per relay."""
 
-    def __init__(self, settings: Settings, spool: Spool) -> None:
+    def __init__(self, settings: Settings, spool: Spool,
+                 settings_for: Callable[[str | None], Settings] | None = None
+                 ) -> None:
         self.settings = settings
+        self.settings_for = settings_for
         self.spool = spool
         self.dead = settings.dead_letter()
         self.lifetime = settings.queue_lifetime()
@@ -208,11 +211,14 @@ class Flush:
         live = [e for e in entries if not self._expired(e)]
         if not ids:
             live = [e for e in live if e.next_attempt <= self.now]
-        groups: dict[str, list[Entry]] = {}
+        groups: dict[tuple[str, str | None], list[Entry]] = {}
         for entry in live:
-            groups.setdefault(entry.relay, []).append(entry)
-        for relay, group in groups.items():
-            self._flush_relay(relay, group)
+            groups.setdefault((entry.relay, entry.account), []).append(entry)
+        for (relay, account), group in groups.items():
+            settings = self.settings
+            if account != settings.account and self.settings_for:
+                settings = self.settings_for(account)
+            self._flush_relay(settings, relay, group)
         return self.report
 
     def _expired(self, entry: Entry) -> bool:
@@ -224,8 +230,9 @@ class Flush:
                              f"error: {entry.last_error}")
         return True
 
-    def _flush_relay(self, relay: str, group: list[Entry]) -> None:
-        connection = Connection(self.settings)
+    def _flush_relay(self, settings: Settings, relay: str,
+                     group: list[Entry]) -> None:
+        connection = Connection(settings)
         if connection.relay.address != relay:
             log.info("queued for %s; sending through %s, the relay "
                      "configured now", relay, connection.relay.address)

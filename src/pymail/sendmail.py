@@ -1,0 +1,273 @@
+"""The sendmail entry: what cron, logwatch, smartd, mdadm and fail2ban call.
+
+It reads a whole message (headers and body) from stdin and relays it with
+the same configuration as pymail. It is the `pymail-sendmail` command, and
+pymail itself behaves this way when invoked as `sendmail` (or `mailq`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
+from pymail.cli import setup_logging
+from pymail.errors import (
+    EX_OK,
+    EX_SOFTWARE,
+    EX_USAGE,
+    DataError,
+    PymailError,
+    UsageError,
+)
+from pymail.message import (
+    Draft,
+    Message,
+    decode_text,
+    split_header_block,
+    usable_charset,
+)
+from pymail.relay import Envelope
+from pymail.settings import Settings, resolve_variables
+
+log = logging.getLogger(__name__)
+
+# Options whose value may be attached (-fuser) or the next word (-f user).
+WITH_VALUE = frozenset("fFrBNVRXLhCOd")
+# Headers that the rebuilt message takes from the parsed ones.
+HANDLED = frozenset({"from", "to", "cc", "bcc", "subject", "mime-version",
+                     "content-type", "content-transfer-encoding"})
+
+
+@dataclass
+class Options:
+    recipients: list[str] = field(default_factory=list)
+    sender: str | None = None
+    full_name: str | None = None
+    read_recipients: bool = False
+    ignore_dots: bool = False
+    mode: str = "send"
+    verbose: bool = False
+    debug: bool = False
+    ignored: list[str] = field(default_factory=list)
+
+
+def parse_args(args: list[str], program: str) -> Options:
+    """sendmail's options, as cron, cronie and other callers pass them."""
+    options = Options(mode="list" if program == "mailq" else "send")
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            options.recipients.extend(args[i:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            options.recipients.append(arg)
+            continue
+        letter, attached = arg[1], arg[2:]
+        value = attached
+        if letter in WITH_VALUE and not attached:
+            if i >= len(args):
+                raise UsageError(f"sendmail option {arg} needs a value")
+            value = args[i]
+            i += 1
+        if letter in "fr":
+            options.sender = value
+        elif letter == "F":
+            options.full_name = value
+        elif arg == "-t":
+            options.read_recipients = True
+        elif arg in ("-i", "-oi"):
+            options.ignore_dots = True
+        elif arg == "-v":
+            options.verbose = True
+        elif letter == "q":
+            options.mode = "flush"
+        elif letter == "b":
+            options.mode = _mode(attached)
+        elif letter in WITH_VALUE or letter in "oAUGnme":
+            options.ignored.append(arg if attached or letter not in
+                                   WITH_VALUE else f"{arg} {value}")
+        else:
+            raise UsageError(f"unknown sendmail option {arg}")
+    return options
+
+
+def _mode(word: str) -> str:
+    if word in ("m", ""):
+        return "send"
+    if word == "p":
+        return "list"
+    if word == "s":
+        raise UsageError("-bs (SMTP on standard input) is not supported: "
+                         "pymail relays messages, it is not an SMTP server")
+    raise UsageError(f"-b{word} is not supported by pymail")
+
+
+def read_message(ignore_dots: bool) -> bytes:
+    """stdin; without -i, a line holding a single dot ends the message."""
+    stream = sys.stdin.buffer
+    if ignore_dots:
+        return stream.read()
+    lines = []
+    for line in stream:
+        if line.rstrip(b"\r\n") == b".":
+            break
+        lines.append(line)
+    return b"".join(lines)
+
+
+def run(program: str, args: list[str]) -> int:
+    options = parse_args(args, program)
+    setup_logging(options.verbose, options.debug)
+    for ignored in options.ignored:
+        log.info("sendmail option %s ignored", ignored)
+    settings = resolve_variables(read_system=True, assignments=[])
+    from pymail import maintenance
+    from pymail.notices import check_secrets
+
+    check_secrets(settings)
+    if options.mode == "flush":
+        return maintenance.flush(settings, [])
+    if options.mode == "list":
+        if settings.queue_dir() is None:
+            print("the mail queue is empty (the queue is off)")
+            return EX_OK
+        return maintenance.list_queue(settings)
+    return send(settings, options, read_message(options.ignore_dots))
+
+
+def send(settings: Settings, options: Options, data: bytes) -> int:
+    """Relay one message read from stdin; keep it on any failure."""
+    from pymail.send import charsets, fail, transmit
+
+    try:
+        message, envelope = rebuild(settings, options, data, charsets(settings))
+    except PymailError as error:
+        return fail(error, settings.dead_letter(), "", [data])
+    return transmit(settings, envelope, message)
+
+
+def rebuild(settings: Settings, options: Options, data: bytes,
+            fallbacks: tuple[str, ...]) -> tuple[Message, Envelope]:
+    """The message as pymail writes it: its headers kept, Date, Message-ID
+    and From added when missing, a bare local From made the configured
+    address, bare recipients resolved, Bcc removed, the body re-encoded."""
+    headers, body = split_header_block(data, fallbacks, strict=False)
+    first = {n.lower(): v for n, v in reversed(headers)}
+    content_type = first.get("content-type", "text/plain")
+    kind = content_type.partition(";")[0].strip().lower()
+    passthrough = None
+    if kind.startswith("text/"):
+        text = decode_body(body, first, fallbacks).encode("utf-8")
+    else:
+        # Multipart and other MIME bodies go as they came, line ends fixed.
+        passthrough = (content_type,
+                       first.get("content-transfer-encoding"), body)
+        text = b""
+    aliases, catchall = settings.all_aliases(), settings.catchall()
+    to = _addresses(first.get("to"), aliases, catchall, "To")
+    cc = _addresses(first.get("cc"), aliases, catchall, "Cc")
+    bcc = _addresses(first.get("bcc"), aliases, catchall, "Bcc")
+    listed = expand(parse_list(options.recipients, "the recipients"),
+                    aliases, "the recipients", catchall)
+    recipients = unique(listed + (to + cc + bcc if options.read_recipients
+                                  else []))
+    if not recipients:
+        raise UsageError("no recipients: none given, and no -t")
+    sender = author(settings, first.get("from"), options)
+    envelope_sender = sender.addr
+    if options.sender and "@" in options.sender:
+        envelope_sender = parse_mailbox(options.sender, "-f").addr
+    draft = Draft(
+        sender=[sender], to=to, cc=cc, subject=first.get("subject", ""),
+        body=text, body_type=kind, passthrough=passthrough,
+        hostname=settings.hostname(),
+        extra_headers=[(n, v) for n, v in headers if n.lower() not in HANDLED],
+        fallback_charsets=fallbacks)
+    message = Message(draft)
+    return message, Envelope(envelope_sender, recipients, utf8=message.utf8)
+
+
+def decode_body(body: bytes, headers: dict[str, str],
+                fallbacks: tuple[str, ...]) -> str:
+    """The body's text: its transfer encoding undone, read in its charset."""
+    import binascii
+    import quopri
+
+    encoding = headers.get("content-transfer-encoding", "").strip().lower()
+    try:
+        if encoding == "base64":
+            body = binascii.a2b_base64(body)
+        elif encoding == "quoted-printable":
+            body = quopri.decodestring(body)
+    except (binascii.Error, ValueError) as exc:
+        raise DataError(f"sendmail: the body is not valid {encoding}") from exc
+    charset = None
+    for param in headers.get("content-type", "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = usable_charset(value.strip().strip('"'))
+    return decode_text(body, (charset, *fallbacks) if charset else fallbacks)
+
+
+def author(settings: Settings, header: str | None,
+           options: Options) -> Mailbox:
+    """The From mailbox. A bare local sender (root, `root (Cron Daemon)`)
+    becomes the configured address, keeping its display name: relays
+    refuse anything else."""
+    configured = configured_from(settings)
+    mailbox = None
+    if header:
+        mailbox = parse_list([header], "the From header")[0]
+    elif options.sender:
+        mailbox = parse_mailbox(options.sender, "-f")
+    name = options.full_name or (mailbox.name if mailbox else "")
+    if mailbox is None or "@" not in mailbox.addr:
+        return Mailbox(name or configured.name, configured.addr)
+    return Mailbox(name, mailbox.addr)
+
+
+def configured_from(settings: Settings) -> Mailbox:
+    from pymail.cli import Request
+    from pymail.send import Parsed, senders_of
+
+    request = Request(to=())
+    parsed = Parsed([], [], [], "", None, b"", "text/plain")
+    return senders_of(request, parsed, settings)[0][0]
+
+
+def _addresses(value: str | None, aliases: dict[str, list[str]],
+               catchall: str | None, where: str) -> list[Mailbox]:
+    if not value:
+        return []
+    return expand(parse_list([value], f"the {where} header"), aliases,
+                  f"the {where} header", catchall)
+
+
+def main(argv: list[str] | None = None, program: str | None = None) -> None:
+    """Entry point of pymail-sendmail."""
+    args = sys.argv[1:] if argv is None else argv
+    name = program or Path(sys.argv[0]).name
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        code = run(name, args)
+    except UsageError as error:
+        print(f"sendmail: {error.line()}", file=sys.stderr)
+        code = EX_USAGE
+    except PymailError as error:
+        print(f"pymail: {error.line()}", file=sys.stderr)
+        code = error.code
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        if debug:
+            raise
+        print("pymail: internal error (run with --debug for details)",
+              file=sys.stderr)
+        code = EX_SOFTWARE
+    sys.exit(code)
