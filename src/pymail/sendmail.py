@@ -225,7 +225,9 @@ def author(settings: Settings, header: str | None,
         mailbox = parse_list([header], "the From header")[0]
     elif options.sender:
         mailbox = parse_mailbox(options.sender, "-f")
-    name = options.full_name or (mailbox.name if mailbox else "")
+    # -F names the sender only when the message has no From of its own.
+    name = (mailbox.name if header and mailbox else "") or \
+        options.full_name or ""
     if mailbox is None or "@" not in mailbox.addr:
         return Mailbox(name or configured.name, configured.addr)
     return Mailbox(name, mailbox.addr)

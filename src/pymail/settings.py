@@ -130,15 +130,36 @@ class Settings:
                           hint=RELAY_HINT)
 
     def auth(self) -> tuple[str | None, str | None, str | None]:
-        """(mechanism or None for automatic, user, password)."""
-        mechanism = (self.text("smtp-auth") or "").lower() or None
-        user = self.text("smtp-auth-user", "user")
-        password = self.get("smtp-auth-password", "password")
+        """(mechanism or None for automatic, user, password).
+
+        Each may be given for one relay or one login, as s-nail and heirloom
+        document: smtp-auth-password-USER@HOST, then -HOST, then the plain
+        name (also for smtp-auth and smtp-auth-user, -HOST only).
+        """
+        try:
+            host: str | None = self.relay().host
+        except ConfigError:
+            host = None
         url_user, url_password = self._url_credentials()
-        user = user or url_user
+        user = (self._variant("smtp-auth-user", None, host)
+                or self.text("user") or url_user)
+        mechanism = (self._variant("smtp-auth", user, host) or "").lower()
+        password = self._variant("smtp-auth-password", user, host, empty=True)
+        if password is None:
+            password = self.get("password")
         if password is None:
             password = url_password
-        return mechanism, user, password
+        return mechanism or None, user, password
+
+    def _variant(self, name: str, user: str | None, host: str | None, *,
+                 empty: bool = False) -> str | None:
+        names = []
+        if user and host:
+            names.append(f"{name}-{user}@{host}")
+        if host:
+            names.append(f"{name}-{host}")
+        names.append(name)
+        return self.get(*names) if empty else self.text(*names)
 
     def command_password(self) -> str | None:
         """The standard output of `pymail-password-command`, run by the

@@ -1,0 +1,321 @@
+"""The sendmail entry with the exact command lines cron and cronie use, the
+s-nail dialect, accounts, aliases and the catch-all; all against the real
+test server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Result, recipe
+from pymail.sendmail import main as sendmail_main
+from servers import PASSWORD, USER, free_port
+
+# What Debian's cron (vixie) writes to `sendmail -FCronDaemon -i -B8BITMIME
+# -oem root` after a job printed two lines, one with an accent.
+DEBIAN_CRON = """\
+From: root (Cron Daemon)
+To: root
+Subject: Cron <root@web-01> /usr/local/bin/backup
+MIME-Version: 1.0
+Content-Type: text/plain; charset=UTF-8
+Content-Transfer-Encoding: 8bit
+X-Cron-Env: <SHELL=/bin/sh>
+X-Cron-Env: <HOME=/root>
+X-Cron-Env: <PATH=/usr/bin:/bin>
+X-Cron-Env: <LOGNAME=root>
+
+backup: 3 files skipped
+résumé.txt: permission denied
+""".encode()
+
+# What cronie writes to `sendmail -FCronDaemon -i -odi -oem -oi -t -f root`.
+CRONIE = b"""\
+From: "(Cron Daemon)" <root>
+To: root
+Subject: Cron <root@db-02> /usr/bin/pg_dumpall > /dev/null
+MIME-Version: 1.0
+Content-Type: text/plain; charset=UTF-8
+Auto-Submitted: auto-generated
+Precedence: bulk
+X-Cron-Env: <XDG_SESSION_ID=1>
+
+pg_dumpall: error: connection to server failed
+.
+a line with only a dot above
+"""
+
+SendmailRun = Callable[..., Result]
+
+
+@pytest.fixture
+def sendmail(monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> SendmailRun:
+    """Run the sendmail entry in-process, as `program` (sendmail, mailq)."""
+    def invoke(*args: str, input: bytes = b"",
+               program: str = "sendmail") -> Result:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
+        code: Any = 0
+        try:
+            sendmail_main(list(args), program=program)
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return Result(int(code or 0), out, err)
+    return invoke
+
+
+def parsed(data: bytes) -> email.message.EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
+
+
+def root_rc(port: int, extra: str = "") -> str:
+    return recipe(port, extra="alias root ops@example.org\n" + extra)
+
+
+def test_debian_cron_command_line(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root",
+                      input=DEBIAN_CRON)
+    assert result.code == 0, result.err
+    [received] = server.messages
+    assert received.mail_from == USER
+    assert received.rcpt_tos == ["ops@example.org"]
+    message = parsed(received.data)
+    assert message["From"].addresses[0].addr_spec == USER
+    assert message["From"].addresses[0].display_name == "Cron Daemon"
+    assert message["To"].addresses[0].addr_spec == "ops@example.org"
+    assert message["Subject"] == "Cron <root@web-01> /usr/local/bin/backup"
+    assert message["Date"] and message["Message-ID"]
+    assert message.get_all("X-Cron-Env") == [
+        "<SHELL=/bin/sh>", "<HOME=/root>", "<PATH=/usr/bin:/bin>",
+        "<LOGNAME=root>"]
+    body = message.get_content().replace("\r\n", "\n")
+    assert body == "backup: 3 files skipped\nrésumé.txt: permission denied\n"
+    assert received.data.isascii()  # re-encoded: no 8BITMIME needed
+
+
+def test_cronie_command_line(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t",
+                      "-f", "root", input=CRONIE)
+    assert result.code == 0, result.err
+    [received] = server.messages
+    assert received.mail_from == USER  # the bare -f root became `from`
+    assert received.rcpt_tos == ["ops@example.org"]  # from To:, via -t
+    message = parsed(received.data)
+    assert message["From"].addresses[0].display_name == "(Cron Daemon)"
+    assert message["Auto-Submitted"] == "auto-generated"
+    body = message.get_content().replace("\r\n", "\n")
+    # With -i a lone dot is text, not the end of the message.
+    assert body.endswith(".\na line with only a dot above\n")
+
+
+def test_without_i_a_lone_dot_ends_the_message(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("root", input=b"Subject: s\n\nfirst\n.\nnever read\n")
+    assert result.code == 0, result.err
+    body = parsed(server.messages[0].data).get_content()
+    assert "first" in body and "never read" not in body
+
+
+def test_t_removes_bcc_and_adds_recipients(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nCc: b@example.org\nBcc: hidden@example.org"
+               b"\nSubject: t\n\nbody\n")
+    result = sendmail("-t", "-i", "extra@example.org", input=message)
+    assert result.code == 0, result.err
+    received = server.messages[0]
+    assert received.rcpt_tos == ["extra@example.org", "a@example.org",
+                                 "b@example.org", "hidden@example.org"]
+    assert b"hidden@example.org" not in received.data
+    assert b"\r\nBcc:" not in received.data
+
+
+def test_headers_without_t_are_not_recipients(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("-i", "only@example.org",
+                      input=b"To: header@example.org\nSubject: x\n\nhi\n")
+    assert result.code == 0
+    assert server.messages[0].rcpt_tos == ["only@example.org"]
+
+
+def test_message_without_headers(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("-i", "ops@example.org", input=b"just a line\n")
+    assert result.code == 0, result.err
+    message = parsed(server.messages[0].data)
+    assert message["From"].addresses[0].addr_spec == USER
+    assert message["Date"] and message["Message-ID"]
+    assert "just a line" in message.get_content()
+
+
+def test_multipart_passes_through(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    data = (b'To: ops@example.org\nSubject: report\nMIME-Version: 1.0\n'
+            b'Content-Type: multipart/mixed; boundary="XX"\n\n'
+            b'--XX\nContent-Type: text/plain\n\nsee attached\n'
+            b'--XX\nContent-Type: application/pdf\n'
+            b'Content-Transfer-Encoding: base64\n'
+            b'Content-Disposition: attachment; filename="r.pdf"\n\n'
+            b'JVBERi0xLjQK\n--XX--\n')
+    result = sendmail("-t", "-i", input=data)
+    assert result.code == 0, result.err
+    message = parsed(server.messages[0].data)
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain",
+                                                     "application/pdf"]
+    assert parts[1].get_payload(decode=True) == b"%PDF-1.4\n"
+
+
+def test_etc_aliases_and_catchall(server, mailrc, sendmail, tmp_path):
+    aliases = tmp_path / "aliases"
+    aliases.write_text("# /etc/aliases\npostmaster: root\nroot: admin@example.org"
+                       ",\n  |/usr/bin/procmail, /var/mail/root\n"
+                       "www-data: web@example.org\n")
+    mailrc(recipe(server.port, extra=f"set pymail-etc-aliases={aliases}\n"
+                  "set pymail-catchall=catchall@example.org\n"))
+    result = sendmail("-i", "postmaster", "www-data", "zabbix",
+                      input=b"Subject: s\n\nbody\n")
+    assert result.code == 0, result.err
+    assert server.messages[0].rcpt_tos == ["admin@example.org",
+                                           "web@example.org",
+                                           "catchall@example.org"]
+
+
+def test_unknown_bare_recipient_is_kept(mailrc, sendmail, home, server):
+    mailrc(recipe(server.port))
+    result = sendmail("-i", "nobody-known", input=b"Subject: s\n\nkeep me\n")
+    assert result.code == 65
+    assert "nobody-known" in result.err
+    assert b"keep me" in (home / "dead.letter").read_bytes()
+    assert server.messages == []
+
+
+def test_failure_with_queue_exits_0_so_cron_keeps_the_output(
+        mailrc, sendmail, tmp_path):
+    queue = tmp_path / "queue"
+    mailrc(root_rc(free_port(), f"set pymail-queue={queue}\n"))
+    result = sendmail("-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root",
+                      input=DEBIAN_CRON)
+    assert result.code == 0
+    assert "queued as" in result.err
+    assert len(list(queue.glob("*.json"))) == 1
+
+
+def test_failure_without_queue_keeps_the_message(mailrc, sendmail, home):
+    mailrc(root_rc(free_port()))
+    result = sendmail("-i", "root", input=DEBIAN_CRON)
+    assert result.code == 75
+    assert b"permission denied" in (home / "dead.letter").read_bytes()
+
+
+def test_q_flushes_and_bp_lists(server, mailrc, sendmail, tmp_path):
+    queue = tmp_path / "queue"
+    mailrc(root_rc(free_port(), f"set pymail-queue={queue}\n"))
+    assert sendmail("-i", "root", input=DEBIAN_CRON).code == 0
+    listing = sendmail("-bp")
+    assert listing.code == 0 and "ops@example.org" in listing.out
+    assert "ops@example.org" in sendmail(program="mailq").out
+    # Due now: pretend the back-off has passed.
+    import json
+    [path] = queue.glob("*.json")
+    data = json.loads(path.read_text())
+    data["next_attempt"] = 0
+    path.write_text(json.dumps(data))
+    mailrc(root_rc(server.port, f"set pymail-queue={queue}\n"))
+    assert sendmail("-q").code == 0
+    assert len(server.messages) == 1
+    assert list(queue.glob("*.json")) == []
+
+
+@pytest.mark.parametrize("args, word", [
+    (["-bs"], "not supported"), (["-x", "root"], "unknown sendmail option"),
+    (["-f"], "needs a value")])
+def test_refusals(mailrc, sendmail, args, word, server):
+    mailrc(root_rc(server.port))
+    result = sendmail(*args, input=b"Subject: s\n\nx\n")
+    assert result.code == 64
+    assert word in result.err
+
+
+def test_other_o_options_are_noted_under_v(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("-v", "-oQ/var/spool", "-odb", "-i", "root",
+                      input=b"Subject: s\n\nx\n")
+    assert result.code == 0
+    assert "sendmail option -oQ/var/spool ignored" in result.err
+
+
+def test_invoked_as_sendmail(server, tmp_path, home):
+    """pymail behaves as sendmail when its file is named so (a symlink in
+    place of /usr/sbin/sendmail)."""
+    rc = tmp_path / "mail.rc"
+    rc.write_text(root_rc(server.port))
+    link = tmp_path / "sbin" / "sendmail"
+    link.parent.mkdir()
+    link.symlink_to(Path(sys.executable).parent / "pymail")
+    env = {**os.environ, "MAILRC": str(rc), "HOME": str(home)}
+    proc = subprocess.run([str(link), "-FCronDaemon", "-i", "-B8BITMIME",
+                           "-oem", "root"], input=DEBIAN_CRON, env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert server.messages[0].rcpt_tos == ["ops@example.org"]
+
+
+# The s-nail dialect and accounts -----------------------------------------
+
+def test_snail_dialect(server, mailrc, run, ca_file):
+    user = USER.replace("@", "%40")
+    mailrc(f"""\
+set v15-compat
+set mta=smtps://{user}:{PASSWORD}@127.0.0.1:{server.port}
+set from="Bot <{USER}>"
+set tls-ca-file={ca_file}
+set tls-verify=strict
+wysh set sendcharsets=utf-8
+""")
+    result = run("-s", "s-nail", "ops@example.org", input=b"hi\n")
+    assert result.code == 0, result.err
+    assert server.handler.logins == [(USER, PASSWORD)]
+
+
+def test_per_host_password_variant(server, mailrc, run):
+    mailrc(recipe(server.port).replace(
+        f"set smtp-auth-password={PASSWORD}",
+        f"set smtp-auth-password=wrong\n"
+        f"set smtp-auth-password-{USER}@127.0.0.1={PASSWORD}"))
+    result = run("-s", "variant", "ops@example.org", input=b"hi\n")
+    assert result.code == 0, result.err
+
+
+def test_account_chosen_with_A(server, mailrc, run):
+    mailrc(f"""\
+set from=nobody@example.com
+set smtp=smtps://127.0.0.1:{free_port()}
+account work {{
+  set from={USER}
+  set smtp=smtps://127.0.0.1:{server.port}
+  set smtp-auth-user={USER}
+  set smtp-auth-password={PASSWORD}
+  set ssl-verify=ignore
+}}
+""")
+    result = run("-A", "work", "-s", "account", "ops@example.org",
+                 input=b"hi\n")
+    assert result.code == 0, result.err
+    assert server.messages[0].mail_from == USER
+    unknown = run("-A", "play", "-s", "x", "ops@example.org", input=b"hi\n")
+    assert unknown.code == 78
+    assert "no account named 'play'" in unknown.err
