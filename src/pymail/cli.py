@@ -139,6 +139,9 @@ refused; 78 configuration. Undelivered mail is kept in ~/dead.letter.
               help="List the queued messages.")
 @click.option("--delete", "mode", flag_value="delete",
               help="Delete the queued messages whose ids are the arguments.")
+@click.option("--check", "mode", flag_value="check",
+              help="Diagnose: connect to the relay, show TLS, the certificate, "
+              "EHLO and AUTH, and send nothing.")
 @click.option("--resend", "mode", flag_value="resend",
               help="Send again what ~/dead.letter (or the files given as "
               "arguments) keeps, to the original recipients.")
@@ -197,6 +200,10 @@ def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
         return maintenance.flush(settings, args, settings_for)
     if mode == "queue":
         return maintenance.list_queue(settings)
+    if mode == "check":
+        from pymail.diagnose import check
+
+        return check(settings)
     if mode == "delete":
         return maintenance.delete(settings, args)
     return maintenance.resend(settings, args)

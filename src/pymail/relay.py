@@ -161,13 +161,13 @@ class Connection:
                 hint="use smtp=smtps://HOST:465, or set smtp-use-starttls "
                 "for port 587")
         self.session: Session | None = None
+        self.pin = trust.fingerprint(settings)
 
     # Connecting -----------------------------------------------------------
 
     def open(self) -> None:
         """Connect, greet, STARTTLS if asked, and authenticate."""
         mode = self.settings.verify_mode()
-        self.pin = trust.fingerprint(self.settings)
         if self.pin:
             mode = "pinned"
         elif mode == "ignore":
@@ -187,8 +187,6 @@ class Connection:
     def _open(self, *, verify: bool) -> None:
         relay = self.relay
         context = trust.make_context(self.settings, verify=verify)
-        timeout = self.settings.timeout()
-        hostname = self.settings.hostname()
         if self.settings.text("nss-config-dir"):
             log.info("nss-config-dir has no effect: pymail trusts certifi's "
                      "CA bundle, the system's CAs and ssl-ca-file")
@@ -196,26 +194,48 @@ class Connection:
                  "implicit TLS" if relay.implicit_tls else
                  "STARTTLS" if relay.starttls else "no TLS")
         with self._errors("connect"):
-            # smtplib connects and reads the greeting in the constructor;
-            # a greeting other than 220 raises SMTPConnectError.
-            if relay.implicit_tls:
-                self.session = TLSSession(relay.host, relay.port,
-                                          local_hostname=hostname,
-                                          timeout=timeout, context=context)
-                self._check_pin()
-            else:
-                self.session = PlainSession(relay.host, relay.port,
-                                            local_hostname=hostname,
-                                            timeout=timeout)
-            self._ehlo()
+            self.connect(context)
+            self.greet()
             if relay.starttls:
-                self._starttls(context)
+                self.secure(context)
             elif self.pin and not relay.implicit_tls:
                 raise ConfigError("tls-fingerprint is set, but the connection "
                                   f"to {relay.address} is not encrypted",
                                   hint="use smtps:// or smtp-use-starttls")
             if self.user:
-                self._authenticate()
+                self.login()
+
+    # The steps of open(), also run one by one by `pymail --check`.
+
+    def connect(self, context: ssl.SSLContext) -> None:
+        """TCP, implicit TLS when the relay wants it, and the greeting:
+        smtplib does all three in its constructor (a greeting other than
+        220 raises SMTPConnectError)."""
+        relay = self.relay
+        timeout = self.settings.timeout()
+        hostname = self.settings.hostname()
+        if relay.implicit_tls:
+            self.session = TLSSession(relay.host, relay.port,
+                                      local_hostname=hostname,
+                                      timeout=timeout, context=context)
+            self._check_pin()
+        else:
+            self.session = PlainSession(relay.host, relay.port,
+                                        local_hostname=hostname,
+                                        timeout=timeout)
+
+    def greet(self) -> None:
+        self._ehlo()
+
+    def secure(self, context: ssl.SSLContext) -> None:
+        self._starttls(context)
+
+    def login(self) -> None:
+        self._authenticate()
+
+    def errors(self, stage: str) -> _ErrorMap:
+        """A context that turns socket, TLS and SMTP errors into ours."""
+        return _ErrorMap(self, stage)
 
     def _check_pin(self) -> None:
         """With tls-fingerprint set, the server's certificate must be that
