@@ -41,7 +41,8 @@ transcript = logging.getLogger("pymail.transcript")
 MASK = "****"
 AUTH_MECHANISMS = ("plain", "login", "cram-md5")
 AUTH_METHODS = {"plain": "auth_plain", "login": "auth_login",
-                "cram-md5": "auth_cram_md5"}
+                "cram-md5": "auth_cram_md5", "xoauth2": "auth_xoauth2",
+                "oauthbearer": "auth_oauthbearer"}
 APP_PASSWORD_HINT = ("the relay refused the password; many providers (QQ, "
                      "163, 126, Aliyun, Gmail) want an app password or "
                      "authorization code, not the login password")
@@ -115,6 +116,25 @@ class _Transcript:
                 transcript.info("<<< %s %s", code, line)
         return code, text
 
+    # OAuth 2.0 bearer tokens (Gmail, Office 365): the "password" is the
+    # access token, from pymail-password-command. After a failure the server
+    # sends a JSON challenge; an empty answer (XOAUTH2) or ^A (RFC 7628,
+    # 3.2.3) asks for the final reply.
+
+    def auth_xoauth2(self, challenge: bytes | None = None) -> str:
+        if challenge is not None:
+            return ""
+        user, token = self.user, self.password  # type: ignore[attr-defined]
+        return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+    def auth_oauthbearer(self, challenge: bytes | None = None) -> str:
+        if challenge is not None:
+            return "\x01"
+        user, token = self.user, self.password  # type: ignore[attr-defined]
+        host, port = self._host, self.sock.getpeername()[1]  # type: ignore[attr-defined]
+        return (f"n,a={user},\x01host={host}\x01port={port}\x01"
+                f"auth=Bearer {token}\x01\x01")
+
     def send_raw(self, data: bytes) -> None:
         """Send message bytes, bypassing the transcript."""
         sock = self.sock  # type: ignore[attr-defined]
@@ -152,8 +172,9 @@ class Connection:
                               "the mail.rc; pymail never prompts")
         if self.mechanism and self.mechanism not in (*AUTH_METHODS, "none"):
             raise ConfigError(f"{settings.origin('smtp-auth')}: smtp-auth="
-                              f"{self.mechanism} is not supported; use plain "
-                              "or login (or leave it unset)")
+                              f"{self.mechanism} is not supported; use plain, "
+                              "login, cram-md5, xoauth2 or oauthbearer (or "
+                              "leave it unset)")
         if self.user and not (self.relay.implicit_tls or self.relay.starttls):
             raise ConfigError(
                 f"refusing to send the password for {self.user} unencrypted "
@@ -310,10 +331,12 @@ class Connection:
 
     def _mechanisms(self, offered: list[str]) -> list[str]:
         """Mechanisms to try, best first; PLAIN needs one round trip."""
-        if self.mechanism:
+        if self.mechanism in ("plain", "login"):
             others = [m for m in ("plain", "login")
                       if m != self.mechanism and m in offered]
             return [self.mechanism] + others
+        if self.mechanism:
+            return [self.mechanism]
         choice = [m for m in AUTH_MECHANISMS if m in offered]
         return choice or ["plain", "login"]
 
