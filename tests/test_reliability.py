@@ -275,9 +275,14 @@ def test_list_and_delete(mailrc, run, queue_dir):
     assert "is empty" in run("--queue").out
 
 
-def test_queue_commands_need_the_queue(mailrc, run):
+def test_queue_commands_with_the_queue_off(mailrc, run):
     mailrc(recipe(free_port()))
-    result = run("--flush")
+    # A cron line flushing every five minutes must not fail every run.
+    assert run("--flush") == Result(0, "", "")
+    assert "pymail-queue" in run("-v", "--flush").err
+    listing = run("--queue")
+    assert listing.code == 0 and "the queue is off" in listing.out
+    result = run("--delete", "some-id")
     assert result.code == 78
     assert "pymail-queue" in result.err
 

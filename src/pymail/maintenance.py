@@ -36,7 +36,11 @@ def spool_of(settings: Settings) -> Spool:
 def flush(settings: Settings, ids: list[str],
           settings_for: Callable[[str | None], Settings] | None = None) -> int:
     """Deliver what is due (or the messages named, now); a message queued
-    for an account is sent with that account's settings."""
+    for an account is sent with that account's settings. With the queue
+    off there is nothing to flush: a cron line must not fail every run."""
+    if settings.queue_dir() is None and not ids:
+        log.info("the queue is off (set pymail-queue): nothing to flush")
+        return EX_OK
     spool = spool_of(settings)
     with spool.locked() as ours:
         if not ours:
@@ -52,6 +56,9 @@ def flush(settings: Settings, ids: list[str],
 
 def list_queue(settings: Settings) -> int:
     """One line per queued message, oldest first."""
+    if settings.queue_dir() is None:
+        print("the queue is off (set pymail-queue to turn it on)")
+        return EX_OK
     spool = spool_of(settings)
     entries = spool.entries()
     if not entries:

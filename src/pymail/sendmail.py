@@ -15,7 +15,6 @@ from pathlib import Path
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.cli import setup_logging
 from pymail.errors import (
-    EX_OK,
     EX_SOFTWARE,
     EX_USAGE,
     DataError,
@@ -133,9 +132,6 @@ def run(program: str, args: list[str]) -> int:
     if options.mode == "flush":
         return maintenance.flush(settings, [])
     if options.mode == "list":
-        if settings.queue_dir() is None:
-            print("the mail queue is empty (the queue is off)")
-            return EX_OK
         return maintenance.list_queue(settings)
     return send(settings, options, read_message(options.ignore_dots))
 
