@@ -510,7 +510,7 @@ def test_variable_condition(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "bad_line"),
     [
-        ("set a\nif s\nset b\n", 3),
+        ("set a\nif s\nset b\n", 2),  # the `if` that has no endif
         ("set a\nelse\n", 2),
         ("endif\n", 1),
         ("set a\n\nif\nendif\n", 3),

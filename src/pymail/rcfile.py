@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymail.errors import ConfigError
+from pymail.files import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,9 @@ class Interpreter:
 
     def __init__(self, state: RcState, *, terminal: bool | None = None) -> None:
         self.state = state
-        self.terminal = sys.stdin.isatty() if terminal is None else terminal
+        if terminal is None:
+            terminal = sys.stdin is not None and sys.stdin.isatty()
+        self.terminal = terminal
         self.depth = 0
         self.sources: list[str] = []
         self.current: str | None = None  # the file being read
@@ -187,7 +190,7 @@ class Interpreter:
         if self.depth >= MAX_SOURCE_DEPTH:
             raise ConfigError(f"{path}: source nested more than "
                               f"{MAX_SOURCE_DEPTH} deep")
-        data = path.read_bytes()
+        data = read_regular(path)
         # Configuration files are UTF-8; a stray byte must not stop mail.
         text = data.decode("utf-8", errors="surrogateescape")
         self.depth += 1
@@ -200,12 +203,12 @@ class Interpreter:
 
     def run(self, lines: Iterator[Line] | list[Line]) -> None:
         """Run lines, keeping track of if/else and of account blocks."""
-        # Each entry: (this branch is active, some branch was already taken).
-        conditions: list[tuple[bool, bool]] = []
+        # Each entry: (this branch is active, some branch was already taken,
+        # where the `if` is).
+        conditions: list[tuple[bool, bool, str]] = []
         block: tuple[str, str, list[Line]] | None = None
-        last_where = ""
+        block_where = ""
         for line in lines:
-            last_where = line.where
             stripped = line.text.strip()
             if block is not None:
                 if stripped == "}":
@@ -216,6 +219,8 @@ class Interpreter:
                 continue
             if not stripped or stripped.startswith("#"):
                 continue
+            if "\0" in stripped:
+                raise ConfigError(f"{line.where}: a NUL byte in the line")
             words = split_words(stripped, line.where)
             while words and words[0] in MODIFIERS:
                 words = words[1:]
@@ -225,19 +230,20 @@ class Interpreter:
             if command in ("if", "elif", "else", "endif"):
                 self._condition(command, words[1:], conditions, line.where)
                 continue
-            if not all(active for active, _ in conditions):
+            if not all(active for active, _, _ in conditions):
                 continue
             if command in ("account", "define") and words[-1] == "{":
                 if len(words) < 3:
                     raise ConfigError(f"{line.where}: {command} needs a name")
                 block = (command, words[1], [])
+                block_where = line.where
                 continue
             self.execute(command, words[1:], line.where)
         if block is not None:
-            raise ConfigError(f"{last_where}: {block[0]} {block[1]} "
+            raise ConfigError(f"{block_where}: {block[0]} {block[1]} "
                               "has no closing }")
         if conditions:
-            raise ConfigError(f"{last_where}: if without endif")
+            raise ConfigError(f"{conditions[-1][2]}: if without endif")
 
     def _close_block(self, kind: str, name: str, lines: list[Line]) -> None:
         if kind == "account":
@@ -245,21 +251,21 @@ class Interpreter:
         # `define` makes a macro; macros only run interactively or on hooks.
 
     def _condition(self, command: str, args: list[str],
-                   stack: list[tuple[bool, bool]], where: str) -> None:
+                   stack: list[tuple[bool, bool, str]], where: str) -> None:
         if command == "if":
             value = self._test(args, where)
-            stack.append((value, value))
+            stack.append((value, value, where))
             return
         if not stack:
             raise ConfigError(f"{where}: {command} without if")
-        active, taken = stack[-1]
+        active, taken, opened = stack[-1]
         if command == "endif":
             stack.pop()
         elif command == "else":
-            stack[-1] = (not taken, True)
+            stack[-1] = (not taken, True, opened)
         else:
             value = not taken and self._test(args, where)
-            stack[-1] = (value, taken or value)
+            stack[-1] = (value, taken or value, opened)
 
     def _test(self, args: list[str], where: str) -> bool:
         """Evaluate a condition: heirloom's r, s, t and their long names."""
@@ -315,7 +321,12 @@ class Interpreter:
             # `account NAME` alone switches accounts interactively.
             return
         elif command not in IGNORED_COMMANDS:
-            raise ConfigError(f"{where}: unknown command '{command}'")
+            # Only the name: `smtp-auth-password=...` without `set` must
+            # not show the password.
+            name = command.partition("=")[0][:40]
+            hint = f"did you mean `set {name}=...`?" if "=" in command \
+                else None
+            raise ConfigError(f"{where}: unknown command '{name}'", hint=hint)
 
     def set_word(self, word: str, where: str, source: str | None = None
                  ) -> None:

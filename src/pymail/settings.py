@@ -11,15 +11,16 @@ The sources, later ones winning (see resolve_variables):
 from __future__ import annotations
 
 import logging
-import math
 import os
 import pwd
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pymail.errors import ConfigError
+from pymail.files import read_regular
 from pymail.rcfile import Interpreter, RcState
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ BOOLEANS = frozenset({
 FALSE_WORDS = frozenset({"0", "no", "false", "off"})
 
 DEFAULT_TIMEOUT = 30.0
+# Longest socket timeout and deadline (a day), and queue lifetime (a year):
+# larger numbers overflow the system's timers.
+MAX_WAIT = 86400.0
+MAX_LIFETIME = 365 * 86400.0
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 DEFAULT_LIFETIME = 5 * 86400.0
 DEFAULT_DEADLINE = 300.0
 
@@ -124,7 +130,8 @@ class Settings:
                 relay.starttls = True
             return relay
         if mta:
-            raise ConfigError(f"mta={mta} names a local program; pymail only "
+            raise ConfigError(f"mta={redact_url(mta)} names a local program; "
+                              "pymail only "
                               "relays over SMTP", hint=RELAY_HINT)
         raise ConfigError("no relay configured (smtp is not set)",
                           hint=RELAY_HINT)
@@ -217,7 +224,7 @@ class Settings:
             seconds = float(value)
         except ValueError:
             seconds = 0.0
-        if not (0 < seconds < math.inf):
+        if not (0 < seconds <= MAX_WAIT):
             raise ConfigError(f"{self.origin('socket-connect-timeout')}: "
                               f"socket-connect-timeout={value} is not a "
                               "positive number of seconds")
@@ -225,7 +232,14 @@ class Settings:
 
     def hostname(self) -> str:
         """The name pymail gives itself in EHLO and Message-ID."""
-        return self.text("hostname") or socket.gethostname() or "localhost"
+        value = self.text("hostname")
+        if value is None:
+            found = socket.gethostname()
+            return found if HOST_NAME.fullmatch(found or "") else "localhost"
+        if not HOST_NAME.fullmatch(value):
+            raise ConfigError(f"{self.origin('hostname')}: hostname={value!r}"
+                              " is not a host name (letters, digits, - and .)")
+        return value
 
     def dead_letter(self) -> Path | None:
         """Where failed messages go, or None when `nosave` is set."""
@@ -256,7 +270,8 @@ class Settings:
         value = self.text("pymail-queue-lifetime")
         if value is None:
             return DEFAULT_LIFETIME
-        return parse_duration(value, self.origin("pymail-queue-lifetime"))
+        return parse_duration(value, self.origin("pymail-queue-lifetime"),
+                              longest=MAX_LIFETIME)
 
     def deadline(self) -> float:
         """Seconds a whole delivery attempt may take (`pymail-deadline`)."""
@@ -317,8 +332,9 @@ def parse_aliases(text: str) -> dict[str, list[str]]:
     return aliases
 
 
-def parse_duration(value: str, where: str) -> float:
-    """Seconds from `3600`, `90m`, `36h` or `5d`."""
+def parse_duration(value: str, where: str,
+                   longest: float = MAX_WAIT) -> float:
+    """Seconds from `3600`, `90m`, `36h` or `5d`, at most `longest`."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = value.strip().lower()
     scale = units.get(text[-1:])
@@ -327,20 +343,26 @@ def parse_duration(value: str, where: str) -> float:
         seconds = float(number) * (scale or 1)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds < math.inf:
+    if not 0 < seconds <= longest:
         raise ConfigError(f"{where}: {value!r} is not a duration such as "
-                          "3600, 90m, 36h or 5d")
+                          f"3600, 90m, 36h or 5d, up to {longest / 86400:g} "
+                          "days")
     return seconds
 
 
 def parse_url(value: str, where: str) -> Relay:
     """Parse smtp=host, host:port, smtp://, smtps://, submission(s)://."""
     text = value if "://" in value else "smtp://" + value
-    parts = urlsplit(text)
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: cannot read {shown!r} as an SMTP URL "
+                          f"({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigError(f"{where}: unknown scheme '{parts.scheme}://' in "
-                          f"{value!r}; use smtps://, smtp:// or "
+                          f"{shown!r}; use smtps://, smtp:// or "
                           "submission://")
     default_port, implicit, starttls = SCHEMES[scheme]
     try:
@@ -348,10 +370,12 @@ def parse_url(value: str, where: str) -> Relay:
     except ValueError:
         port = 0
     if not 0 < port < 65536:
-        raise ConfigError(f"{where}: bad port in {redact_url(value)!r}")
+        raise ConfigError(f"{where}: bad port in {shown!r}")
     host = parts.hostname
-    if not host:
-        raise ConfigError(f"{where}: no host name in {redact_url(value)!r}")
+    if not host or not valid_host(host):
+        raise ConfigError(f"{where}: no valid host name in {shown!r}",
+                          hint="percent-encode a password's @ : / ? # "
+                          "characters (%40 %3A %2F %3F %23)")
     # Nothing speaks plain SMTP on 465: it is the implicit TLS port.
     if port == 465:
         implicit, starttls = True, False
@@ -359,12 +383,29 @@ def parse_url(value: str, where: str) -> Relay:
 
 
 def redact_url(value: str) -> str:
-    """The URL with any password replaced, for messages."""
-    parts = urlsplit(value if "://" in value else "smtp://" + value)
-    if parts.password is None:
+    """The value with whatever could be a password replaced, for messages:
+    everything between the user's `:` and the last `@`, parseable or not."""
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        scheme, rest = "", value
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
         return value
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":****@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{separator}{user}:****@{host}"
+
+
+def valid_host(host: str) -> bool:
+    """A name that can be looked up: IDNA-encodable, or an IP literal."""
+    if ":" in host:  # IPv6, from [..]
+        return True
+    try:
+        import idna
+
+        idna.encode(host, uts46=True)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True
 
 
 def home_dir() -> Path:
@@ -448,12 +489,10 @@ def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:
 
 def _load_env_file(state: RcState, path: Path, *, required: bool,
                    notes: list[str], sources: list[str]) -> None:
-    from dotenv import dotenv_values
 
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as stream:
-            # No interpolation: a password may well contain a `$`.
-            values = dotenv_values(stream=stream, interpolate=False)
+        text = read_regular(path).decode("utf-8", errors="surrogateescape")
+        values = _parse_env(text, path)
     except FileNotFoundError as exc:
         if required:
             raise ConfigError(f"{ENV_FILE_VARIABLE} names {path}, "
@@ -469,7 +508,40 @@ def _load_env_file(state: RcState, path: Path, *, required: bool,
     for key, value in values.items():
         name = env_name(key)
         if name and value is not None:
+            if "\0" in value:
+                raise ConfigError(f"{path}: {key} holds a NUL byte")
             _assign_env(state, name, value, f"{path} {key}", str(path))
+
+
+def _parse_env(text: str, path: Path) -> dict[str, str | None]:
+    """python-dotenv's reading of a .env file; a line it cannot parse is an
+    error naming the file and the line (python-dotenv only logs it)."""
+    import io
+    import logging as logging_module
+
+    from dotenv import dotenv_values
+
+    problems: list[str] = []
+
+    class Collect(logging_module.Handler):
+        def emit(self, record: logging_module.LogRecord) -> None:
+            problems.append(record.getMessage())
+
+    logger = logging_module.getLogger("dotenv.main")
+    handler = Collect()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        # No interpolation: a password may well contain a `$`.
+        values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    for problem in problems:
+        line = problem.rpartition(" ")[2]
+        raise ConfigError(f"{path}:{line}: a line that is not KEY=value",
+                          hint="quote values with spaces or # in them")
+    return values
 
 
 def _assign_env(state: RcState, name: str, value: str, where: str,
