@@ -82,8 +82,14 @@ def parse_mailbox(text: str, where: str) -> Mailbox:
     name, addr = parseaddr(text)
     if addr and BARE_NAME.fullmatch(addr) and _whole(text, addr):
         return Mailbox(name.strip(), addr)  # `root (Cron Daemon)`
+    shown = text if len(text) < 80 else text[:77] + "..."
     if not addr or not ADDR_SPEC.fullmatch(addr) or not _whole(text, addr):
-        raise DataError(f"invalid address {text!r} in {where}")
+        raise DataError(f"invalid address {shown!r} in {where}")
+    local, _, domain = addr.rpartition("@")
+    # RFC 5321, 4.5.3.1: 64 octets of local part, 255 of domain.
+    if len(local.encode(errors="replace")) > 64 or \
+            len(domain.encode(errors="replace")) > 255:
+        raise DataError(f"address {shown!r} in {where} is too long for SMTP")
     return Mailbox(name.strip(), wire_address(addr, where))
 
 

@@ -46,12 +46,25 @@ class Request:
 
 
 def split_sendmail_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """Split argv at the `--` after which mailx passes sendmail options."""
+    """Split argv at the `--` after which mailx passes sendmail options.
+
+    A `--` before any address ends the options instead, as getopt reads it
+    (`mail -s subject -- "$ADDRESS"`); the addresses follow it.
+    """
     i = 0
+    seen_address = False
     while i < len(args):
         arg = args[i]
+        if arg == "--" and not seen_address:
+            rest = args[i + 1:]
+            addresses, theirs = (rest[:rest.index("--")], rest[
+                rest.index("--") + 1:]) if "--" in rest else (rest, [])
+            # Click reads what follows its own `--` as arguments only.
+            return args[:i] + ["--", *addresses], theirs
         if arg == "--":
             return args[:i], args[i + 1:]
+        if not arg.startswith("-") or arg == "-":
+            seen_address = True
         if (arg.startswith("-") and not arg.startswith("--") and len(arg) > 1
                 and set(arg[1:-1]) <= FLAG_OPTIONS
                 and arg[-1] in VALUE_OPTIONS):

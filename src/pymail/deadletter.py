@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pymail.errors import DeadLetterError
+from pymail.files import open_regular
 
 FROM_LINE = re.compile(rb"^>*From ")
 QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
@@ -74,11 +75,12 @@ def append_private(path: Path, data: bytes) -> None:
     """
     while True:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
-                         os.O_EXCL, 0o600)
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                              os.O_EXCL, 0o600)
             os.fchmod(fd, 0o600)
         except FileExistsError:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            # A FIFO here would block forever: regular files only.
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, path):

@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
 from pymail import deadletter
-from pymail.errors import EX_OK, PymailError, TemporaryFailure
+from pymail.errors import EX_OK, NoInputError, PymailError, TemporaryFailure
 from pymail.relay import Envelope, Outcome
 from pymail.settings import Settings
 from pymail.spool import Spool, is_temporary
@@ -39,7 +40,7 @@ class Sent:
     """What is needed to keep or record one message."""
 
     envelope: Envelope
-    chunks: Callable[[], Iterable[bytes]]  # a fresh stream each call
+    chunks: Callable[..., Iterable[bytes]]  # a fresh stream each call
     message_id: str
     relay: str
     account: str | None = None
@@ -103,9 +104,14 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
             return EX_OK, (f"queued as {entry.id} in {directory}; "
                            "`pymail --flush` retries it")
     with held_signals():
-        where = deadletter.keep(settings.dead_letter(), sent.envelope.sender,
-                                sent.chunks(), recipients=recipients,
-                                error=error.line())
+        keep = partial(deadletter.keep, settings.dead_letter(),
+                       sent.envelope.sender, recipients=recipients,
+                       error=error.line())
+        try:
+            where = keep(sent.chunks())
+        except NoInputError:
+            # An attachment cannot be read again: keep the rest.
+            where = keep(sent.chunks(False)) + " (without the attachments)"
     return error.code, where
 
 

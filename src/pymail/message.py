@@ -30,6 +30,7 @@ from urllib.parse import quote
 from pymail import __version__
 from pymail.addresses import Mailbox
 from pymail.errors import DataError, NoInputError
+from pymail.files import open_regular
 
 # 7bit, not 8bit: the message must pass any relay, with or without 8BITMIME.
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
@@ -191,13 +192,11 @@ class Attachment:
         if path.is_dir():
             raise NoInputError(f"attachment {name}: is a directory")
         try:
-            stream = open(path, "rb")  # noqa: SIM115 - closed by close()
+            # A FIFO or a device would block or never end: files only.
+            stream = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise NoInputError(f"attachment {name}: {reason}") from exc
-        if not path.is_file():
-            stream.close()
-            raise NoInputError(f"attachment {name}: not a regular file")
         # A name made on a GBK or Latin-1 system is not UTF-8: decode it.
         display = clean_name(decode_text(os.fsencode(path.name), fallbacks))
         content_type, encoding = mimetypes.guess_type(display, strict=False)
@@ -206,6 +205,14 @@ class Attachment:
         attachment = cls(path, display, content_type, stream)
         attachment.headers = attachment_headers(display, content_type)
         return attachment
+
+    def lines(self) -> Iterator[bytes]:
+        """The file base64-encoded; a read error is the user's to know."""
+        try:
+            yield from base64_lines(self.stream)
+        except OSError as exc:
+            raise NoInputError(f"attachment {self.path}: cannot be read: "
+                               f"{exc.strerror or exc}") from exc
 
     def close(self) -> None:
         self.stream.close()
@@ -335,17 +342,25 @@ class Message:
                 ("Content-Transfer-Encoding", cte)], payload
 
     def _set(self, name: str, value: str) -> None:
+        shown = value if len(value) < 80 else value[:77] + "..."
+        if CONTROL.search(value.replace("\t", " ")):
+            raise DataError(f"cannot put {shown!r} in the {name} header: "
+                            "it holds a line break or control character")
         if name.lower() not in STRUCTURED:
-            if CONTROL.search(value.replace("\t", " ")):
-                raise DataError(f"cannot put {value!r} in the {name} header: "
-                                "it holds a line break or control character")
-            self.fields.append((name, value))
-            return
-        try:
-            self.fields.append(self.policy.header_store_parse(name, value))
-        except (ValueError, IndexError, TypeError) as exc:
-            raise DataError(f"cannot put {value!r} in the {name} header: "
-                            f"{exc}") from exc
+            field = (name, value)
+            folded = unstructured_line(name, value)
+        else:
+            try:
+                field = self.policy.header_store_parse(name, value)
+                folded = self.policy.fold_binary(*field)
+            except Exception as exc:  # noqa: BLE001 - see below
+                # The email package's header parser fails in many ways on
+                # odd values (IndexError, AttributeError, UnicodeError...);
+                # any of them means this value cannot be sent.
+                raise DataError(f"cannot put {shown!r} in the {name} header: "
+                                f"{exc or type(exc).__name__}") from exc
+        check_folded(name, folded)
+        self.fields.append(field)
 
     def _set_headers(self) -> None:
         draft = self.draft
@@ -394,8 +409,10 @@ class Message:
             if name.lower() in STRUCTURED else unstructured_line(name, value)
             for name, value in self.fields)
 
-    def chunks(self) -> Iterator[bytes]:
-        """The message as bytes; each chunk ends at the end of a line."""
+    def chunks(self, with_attachments: bool = True) -> Iterator[bytes]:
+        """The message as bytes; each chunk ends at the end of a line.
+        Without attachments (their parts left empty) is for keeping what
+        can be kept when an attachment cannot be read."""
         yield self.header_block() + CRLF
         if not self.draft.attachments:
             yield self.text_payload
@@ -412,13 +429,29 @@ class Message:
             opening = CRLF + opening
         for attachment in self.draft.attachments:
             yield opening + attachment.headers + CRLF
-            yield from base64_lines(attachment.stream)
+            if with_attachments:
+                yield from attachment.lines()
             opening = CRLF + dash + CRLF
         yield CRLF + dash + b"--" + CRLF
 
     def as_bytes(self) -> bytes:
         """The whole message; for tests and small messages only."""
         return b"".join(self.chunks())
+
+
+def check_folded(name: str, folded: bytes) -> None:
+    """The folded header must be one field: continuation lines start with
+    a blank, nothing but CRLF ends a line, no line is over 998 octets. This
+    holds whatever the email package decoded from encoded words."""
+    lines = folded.split(CRLF)
+    if lines[-1] == b"":
+        lines.pop()
+    for number, line in enumerate(lines):
+        if b"\r" in line or b"\n" in line or b"\0" in line or \
+                (number and line[:1] not in (b" ", b"\t")) or \
+                len(line) > MAX_LINE:
+            raise DataError(f"the {name} header cannot be written safely "
+                            "(a line break, NUL, or a line over 998 octets)")
 
 
 def unstructured_line(name: str, value: str) -> bytes:

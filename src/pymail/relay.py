@@ -8,6 +8,7 @@ rewrite. Every socket, TLS and SMTP failure leaves here as a pymail error.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import smtplib
 import socket
@@ -15,7 +16,7 @@ import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pymail import trust
 from pymail.errors import (
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 transcript = logging.getLogger("pymail.transcript")
 
 MASK = "****"
+MAX_REPLY_LINE = 8192
+MAX_REPLY_LINES = 100
+MAX_AUTH_ROUNDS = 5
 AUTH_MECHANISMS = ("plain", "login", "cram-md5")
 AUTH_METHODS = {"plain": "auth_plain", "login": "auth_login",
                 "cram-md5": "auth_cram_md5", "xoauth2": "auth_xoauth2",
@@ -91,6 +95,7 @@ class _Transcript:
     """Writes the dialogue to the transcript logger, credentials masked."""
 
     _in_auth = False
+    file: Any  # smtplib.SMTP's reader, created on the first reply
 
     def send(self, s: ReadableBuffer | str) -> None:
         if transcript.isEnabledFor(logging.INFO):
@@ -108,7 +113,40 @@ class _Transcript:
         return line
 
     def getreply(self) -> tuple[int, bytes]:
-        code, text = super().getreply()  # type: ignore[misc]
+        """One reply, all its lines; a relay that sends lines without end
+        (or one line without end) is a protocol failure, not a way to fill
+        the memory until the deadline."""
+        if self.file is None:
+            sock = self.sock  # type: ignore[attr-defined]
+            if sock is None:
+                raise smtplib.SMTPServerDisconnected("not connected")
+            self.file = sock.makefile("rb")
+        lines: list[bytes] = []
+        while True:
+            try:
+                line = self.file.readline(MAX_REPLY_LINE + 1)
+            except OSError as exc:
+                self.close()  # type: ignore[attr-defined]
+                raise smtplib.SMTPServerDisconnected(
+                    f"Connection unexpectedly closed: {exc}") from exc
+            if not line:
+                self.close()  # type: ignore[attr-defined]
+                raise smtplib.SMTPServerDisconnected(
+                    "Connection unexpectedly closed")
+            if len(line) > MAX_REPLY_LINE or len(lines) >= MAX_REPLY_LINES:
+                self.close()  # type: ignore[attr-defined]
+                raise ProtocolFailure("the relay sent a reply longer than "
+                                      f"{MAX_REPLY_LINES} lines of "
+                                      f"{MAX_REPLY_LINE} octets")
+            lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                code = -1
+                break
+            if line[3:4] != b"-":
+                break
+        text = b"\n".join(lines)
         if code != 334:
             self._in_auth = False
         if transcript.isEnabledFor(logging.INFO):
@@ -311,9 +349,16 @@ class Connection:
         last: smtplib.SMTPAuthenticationError | None = None
         # At most two attempts per send: the chosen mechanism, then the other.
         for mechanism in self._mechanisms(offered)[:2]:
-            method = getattr(session, AUTH_METHODS[mechanism])
+            method = self._bounded(getattr(session, AUTH_METHODS[mechanism]))
             try:
                 code, text = session.auth(mechanism, method)
+            except UnicodeEncodeError as exc:
+                raise ConfigError("the login or password has characters other "
+                                  "than ASCII, which AUTH " + mechanism.upper()
+                                  + " cannot carry here") from exc
+            except binascii.Error as exc:
+                raise ProtocolFailure(f"{self.relay.address} sent an AUTH "
+                                      "challenge that is not base64") from exc
             except smtplib.SMTPAuthenticationError as exc:
                 last = exc
                 if exc.smtp_code not in (504, 535):
@@ -328,6 +373,19 @@ class Connection:
         raise AuthFailure(f"authentication as {self.user} failed at "
                           f"{self.relay.address}: {last.smtp_code} {reply}",
                           hint=hint)
+
+    def _bounded(self, method: Any) -> Any:
+        """The AUTH answer function, refusing a relay that keeps asking."""
+        rounds = 0
+
+        def answer(challenge: bytes | None = None) -> Any:
+            nonlocal rounds
+            rounds += 1
+            if rounds > MAX_AUTH_ROUNDS:
+                raise ProtocolFailure(f"{self.relay.address} keeps asking "
+                                      "for more during AUTH")
+            return method() if challenge is None else method(challenge)
+        return answer
 
     def _mechanisms(self, offered: list[str]) -> list[str]:
         """Mechanisms to try, best first; PLAIN needs one round trip."""

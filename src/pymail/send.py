@@ -18,6 +18,7 @@ from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.cli import Request, default_user
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
 from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
+from pymail.files import read_regular
 from pymail.message import (
     OWN_HEADERS,
     Attachment,
@@ -65,7 +66,8 @@ def send_request(request: Request) -> int:
                                      account=request.account)
     except ConfigError as error:
         # The configuration is broken, but what was piped in must survive.
-        body = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
+        body = b"" if sys.stdin is None or sys.stdin.isatty() else \
+            sys.stdin.buffer.read()
         return fail(error, default_dead_letter(), "",
                     [fallback_entry(request, body)] if body else None)
     check_secrets(settings)
@@ -94,6 +96,9 @@ def send_request(request: Request) -> int:
             attachments.append(Attachment.open(name, fallbacks))
         senders, envelope_sender = senders_of(request, parsed, settings)
         draft, recipients = make_draft(parsed, settings, senders, attachments)
+        if not recipients:
+            # `mail -s x "$UNSET"`: nothing to send to, and nothing lost.
+            raise UsageError("no recipients (an empty address was given)")
         message = Message(draft)
     except PymailError as error:
         close_all(attachments)
@@ -141,6 +146,8 @@ def fail(error: PymailError, dead: Path | None, sender: str,
 
 def read_body(settings: Settings) -> bytes:
     """stdin as bytes; at a terminal, with `dot`, a lone `.` line ends it."""
+    if sys.stdin is None:  # started with stdin closed
+        return b""
     stream = sys.stdin.buffer
     if not sys.stdin.isatty():
         return stream.read()
@@ -185,7 +192,7 @@ def parse_input(request: Request, settings: Settings, body: bytes) -> Parsed:
                     else None, body, request.body_type)
     for line in texts(request.custom_headers):
         name, value = check_field(line, "-C")
-        if name.lower() in OWN_HEADERS:
+        if name.lower() in OWN_HEADERS or name.lower().startswith("content-"):
             raise UsageError(f"-C cannot set {name}: use -s, -r, -c, -b, "
                              "-M or the recipients instead")
         parsed.headers.append((name, value))
@@ -216,7 +223,7 @@ def read_header_block(parsed: Parsed, request: Request,
         elif key == "content-type":
             if request.body_type == "text/plain":
                 parsed.body_type = value.partition(";")[0].strip()
-        elif key not in ("mime-version", "content-transfer-encoding"):
+        elif key != "mime-version" and not key.startswith("content-"):
             parsed.headers.append((name, value))
 
 
@@ -226,7 +233,7 @@ def read_quote(name: str) -> bytes:
     if path.is_dir():
         raise NoInputError(f"-q {name}: is a directory")
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as exc:
         raise NoInputError(f"-q {name}: {exc.strerror or exc}") from exc
     return data if not data or data.endswith(b"\n") else data + b"\n"

@@ -108,6 +108,8 @@ def _mode(word: str) -> str:
 
 def read_message(ignore_dots: bool) -> bytes:
     """stdin; without -i, a line holding a single dot ends the message."""
+    if sys.stdin is None:
+        return b""
     stream = sys.stdin.buffer
     if ignore_dots:
         return stream.read()
