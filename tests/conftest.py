@@ -18,7 +18,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pymail import settings as settings_module  # noqa: E402
 from pymail.cli import main  # noqa: E402
-from servers import PASSWORD, USER, Server, start_server  # noqa: E402
+from servers import (  # noqa: E402
+    PASSWORD,
+    USER,
+    RawServer,
+    Server,
+    start_server,
+)
 
 
 @dataclass
@@ -86,6 +92,36 @@ def starttls_server(cert: Any) -> Iterator[Server]:
     srv = start_server(cert=cert, tls="starttls")
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawServer]]:
+    """Scripted plain TCP servers (see servers.RawServer)."""
+    made: list[RawServer] = []
+
+    def make(script: Any) -> RawServer:
+        made.append(RawServer(script))
+        return made[-1]
+    yield make
+    for srv in made:
+        srv.stop()
+
+
+@pytest.fixture
+def raw_tls(cert: Any) -> Iterator[Callable[..., RawServer]]:
+    """Scripted servers speaking implicit TLS with the test certificate."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    made: list[RawServer] = []
+
+    def make(script: Any) -> RawServer:
+        made.append(RawServer(script, context=context))
+        return made[-1]
+    yield make
+    for srv in made:
+        srv.stop()
 
 
 def recipe(port: int, *, host: str = "127.0.0.1", scheme: str = "smtps",

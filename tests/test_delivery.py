@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import base64
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import Result, recipe
-from servers import PASSWORD, USER, RawServer, Recorder, free_port, start_server
+from servers import PASSWORD, USER, Recorder, free_port, start_server
 
 BODY = b"disk /var is 97% full\n"
 
@@ -33,17 +33,6 @@ def assert_secret_hidden(text: str) -> None:
         assert secret not in text
 
 
-@pytest.fixture
-def raw() -> Iterator[Callable[..., RawServer]]:
-    servers: list[RawServer] = []
-
-    def make(script: Any, **kwargs: Any) -> RawServer:
-        srv = RawServer(script, **kwargs)
-        servers.append(srv)
-        return srv
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 # The recipe, unchanged ---------------------------------------------------
@@ -312,24 +301,16 @@ def test_unknown_host(mailrc, run, monkeypatch, home):
     assert BODY in dead_letter(home)
 
 
-def test_greeting_421_is_temporary(mailrc, run, raw, cert):
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    srv = raw(["421 4.3.2 too busy, try later"], context=context)
+def test_greeting_421_is_temporary(mailrc, run, raw_tls):
+    srv = raw_tls(["421 4.3.2 too busy, try later"])
     mailrc(recipe(srv.port))
     result = send(run)
     assert result.code == 75
     assert "421 4.3.2 too busy" in result.err
 
 
-def test_dropped_connection_is_temporary(mailrc, run, raw, cert):
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    srv = raw(["220 hello", None], context=context)
+def test_dropped_connection_is_temporary(mailrc, run, raw_tls):
+    srv = raw_tls(["220 hello", None])
     mailrc(recipe(srv.port))
     result = send(run)
     assert result.code == 75
@@ -376,29 +357,19 @@ def test_refusals(cert, mailrc, run, home, stage, reply, code):
     assert BODY in dead_letter(home)
 
 
-def test_reply_in_gbk_is_readable(mailrc, run, raw, cert):
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
+def test_reply_in_gbk_is_readable(mailrc, run, raw_tls):
     refusal = "535 登录失败".encode("gbk").decode("utf-8", "surrogateescape")
-    srv = raw(["220 qq", "250-hi\r\n250 AUTH LOGIN PLAIN", refusal, refusal,
-               "221 bye"],
-              context=context)
+    srv = raw_tls(["220 qq", "250-hi\r\n250 AUTH LOGIN PLAIN", refusal, refusal,
+               "221 bye"])
     mailrc(recipe(srv.port))
     result = send(run)
     assert result.code == 77
     assert "登录失败" in result.err
 
 
-def test_timeout_after_greeting_has_no_port_hint(mailrc, run, raw, cert):
-    import ssl
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
+def test_timeout_after_greeting_has_no_port_hint(mailrc, run, raw_tls):
     # Greets and answers EHLO, then goes silent in the middle of AUTH.
-    srv = raw(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN", "334 VXNlcm5hbWU6"],
-              context=context)
+    srv = raw_tls(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN", "334 VXNlcm5hbWU6"])
     mailrc(recipe(srv.port))
     result = send(run, "-S", "socket-connect-timeout=1")
     assert result.code == 75

@@ -9,14 +9,12 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conftest import recipe
-from servers import PASSWORD, RawServer, free_port
+from servers import PASSWORD, free_port
 
 BODY = b"the body that must not be lost 4711\n"
 TO = "ops@example.org"
@@ -27,19 +25,6 @@ def kept(home: Path) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
-@pytest.fixture
-def raw(cert: Any) -> Iterator[Callable[..., RawServer]]:
-    made: list[RawServer] = []
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-
-    def make(script: Any) -> RawServer:
-        srv = RawServer(script, context=context)
-        made.append(srv)
-        return srv
-    yield make
-    for srv in made:
-        srv.stop()
 
 
 # Nothing lost -------------------------------------------------------------
@@ -146,16 +131,16 @@ def test_bad_hostname(server, mailrc, run, hostname):
     assert "hostname" in result.err
 
 
-def test_challenge_that_is_not_base64(raw, mailrc, run):
-    srv = raw(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN", "334 a", "221 bye"])
+def test_challenge_that_is_not_base64(raw_tls, mailrc, run):
+    srv = raw_tls(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN", "334 a", "221 bye"])
     mailrc(recipe(srv.port))
     result = run("-S", "smtp-auth=login", "-s", "x", TO, input=BODY)
     assert result.code == 76
     assert "not base64" in result.err
 
 
-def test_endless_challenges(raw, mailrc, run):
-    srv = raw(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN"] + ["334 VXNlcg=="]
+def test_endless_challenges(raw_tls, mailrc, run):
+    srv = raw_tls(["220 hi", "250-hi\r\n250 AUTH LOGIN PLAIN"] + ["334 VXNlcg=="]
               * 20)
     mailrc(recipe(srv.port))
     result = run("-s", "x", TO, input=BODY)
@@ -281,8 +266,8 @@ def test_reply_without_end(mailrc, run, cert):
     assert time.monotonic() - started < 10
 
 
-def test_reply_line_too_long(raw, mailrc, run):
-    srv = raw(["220 " + "x" * 9000])
+def test_reply_line_too_long(raw_tls, mailrc, run):
+    srv = raw_tls(["220 " + "x" * 9000])
     mailrc(recipe(srv.port))
     result = run("-s", "x", TO, input=BODY)
     assert result.code == 76

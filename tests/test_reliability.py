@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,6 @@ def send(run: Callable[..., Result], *args: str, to: str = TO) -> Result:
     return run("-s", "backup", *args, to, input=BODY)
 
 
-@pytest.fixture
-def raw(cert: Any) -> Iterator[Callable[..., RawServer]]:
-    """Scripted servers that speak implicit TLS with the test certificate."""
-    servers: list[RawServer] = []
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-
-    def make(script: Any) -> RawServer:
-        srv = RawServer(script, context=context)
-        servers.append(srv)
-        return srv
-    yield make
-    for srv in servers:
-        srv.stop()
 
 
 @pytest.fixture
@@ -243,8 +229,8 @@ def test_permanent_failure_is_not_queued(cert, mailrc, run, queue_dir, home):
     assert BODY in (home / "dead.letter").read_bytes()
 
 
-def test_greeting_421_is_queued(raw, mailrc, run, queue_dir):
-    srv = raw(["421 4.7.0 rate limited, slow down"])
+def test_greeting_421_is_queued(raw_tls, mailrc, run, queue_dir):
+    srv = raw_tls(["421 4.7.0 rate limited, slow down"])
     mailrc(queue_rc(srv.port, queue_dir))
     result = send(run)
     assert result.code == 0
@@ -252,8 +238,8 @@ def test_greeting_421_is_queued(raw, mailrc, run, queue_dir):
     assert len(queued(queue_dir)) == 1
 
 
-def test_dropped_in_the_middle_of_data_is_queued(raw, mailrc, run, queue_dir):
-    srv = raw(["220 hi", "250 hi", "250 ok", "250 ok", "354 go on", None])
+def test_dropped_in_the_middle_of_data_is_queued(raw_tls, mailrc, run, queue_dir):
+    srv = raw_tls(["220 hi", "250 hi", "250 ok", "250 ok", "354 go on", None])
     mailrc(queue_rc(srv.port, queue_dir).replace("set smtp-auth-user",
                                                  "#set smtp-auth-user"))
     result = send(run)
@@ -422,9 +408,9 @@ def test_signal_during_send_keeps_the_message(tmp_path, home, number):
 
 # Errors a person understands ---------------------------------------------------
 
-def test_534_hints_at_an_app_specific_password(raw, mailrc, run):
+def test_534_hints_at_an_app_specific_password(raw_tls, mailrc, run):
     refusal = "534-5.7.9 Application-specific password required.\r\n534 5.7.9 More"
-    srv = raw(["220 gmail-ish", "250-hi\r\n250 AUTH LOGIN PLAIN", refusal,
+    srv = raw_tls(["220 gmail-ish", "250-hi\r\n250 AUTH LOGIN PLAIN", refusal,
                "221 bye"])
     mailrc(recipe(srv.port))
     result = send(run)
