@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pymail.errors import DeadLetterError
-from pymail.files import open_regular
+from pymail.files import open_regular, write_all
 
 FROM_LINE = re.compile(rb"^>*From ")
 QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
@@ -84,7 +84,7 @@ def append_private(path: Path, data: bytes) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, path):
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
                 return
         finally:
@@ -98,13 +98,6 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     mine = os.fstat(fd)
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def keep(path: Path | None, sender: str, chunks: Iterable[bytes], *,
@@ -185,7 +178,7 @@ def remove_entries(path: Path, done: list[bytes]) -> None:
         out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(out, 0o600)
-            _write_all(out, b"".join(entries))
+            write_all(out, b"".join(entries))
             os.fsync(out)
         finally:
             os.close(out)

@@ -12,15 +12,13 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from types import FrameType
 
-from pymail import deadletter
+from pymail import deadletter, notices
 from pymail.errors import EX_OK, NoInputError, PymailError, TemporaryFailure
 from pymail.relay import Envelope, Outcome
 from pymail.settings import Settings
@@ -119,26 +117,12 @@ def journal(settings: Settings, sent: Sent, result: str, code: int,
             detail: str) -> None:
     """One line per delivery attempt to `pymail-log` (syslog or a file).
     It names the message, envelope, relay and result: never a secret."""
-    target = settings.delivery_log()
-    if not target:
-        return
     recipients = ",".join(sent.envelope.recipients)
-    line = (f"id={sent.message_id} from=<{sent.envelope.sender}> "
-            f"to=<{recipients}> relay={sent.relay} result={result} "
-            f"exit={code} detail={' '.join(detail.split())!r}")
-    if target == "syslog":
-        import syslog
-
-        syslog.openlog("pymail", syslog.LOG_PID, syslog.LOG_MAIL)
-        level = syslog.LOG_INFO if code == EX_OK else syslog.LOG_WARNING
-        syslog.syslog(level, line)
-        return
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    try:
-        deadletter.append_private(Path(target), f"{stamp} {line}\n".encode())
-    except OSError as exc:
-        log.warning("cannot write the delivery log %s: %s", target,
-                    exc.strerror or exc)
+    notices.record(settings, f"id={sent.message_id} from=<"
+                   f"{sent.envelope.sender}> to=<{recipients}> "
+                   f"relay={sent.relay} result={result} exit={code} "
+                   f"detail={' '.join(detail.split())!r}",
+                   warning=code != EX_OK)
 
 
 @contextmanager

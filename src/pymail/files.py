@@ -27,6 +27,13 @@ def open_regular(path: str | Path, flags: int, mode: int = 0o600) -> int:
     return fd
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def read_regular(path: str | Path) -> bytes:
     """The whole of a regular file."""
     fd = open_regular(path, os.O_RDONLY)

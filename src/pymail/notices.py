@@ -21,8 +21,15 @@ log = logging.getLogger("pymail")
 
 def advise(settings: Settings, text: str) -> None:
     """Show a warning to a person, or record it in the delivery log."""
-    if sys.stderr.isatty() or log.isEnabledFor(logging.INFO):
+    if sys.stderr is not None and (sys.stderr.isatty() or
+                                   log.isEnabledFor(logging.INFO)):
         print(f"pymail: warning: {text}", file=sys.stderr)
+    record(settings, f"warning: {text}", warning=True)
+
+
+def record(settings: Settings, line: str, *, warning: bool) -> None:
+    """One line to the delivery log (`pymail-log`): syslog (facility mail)
+    or a file created 0600. Nothing when there is none."""
     target = settings.delivery_log()
     if not target:
         return
@@ -30,13 +37,14 @@ def advise(settings: Settings, text: str) -> None:
         import syslog
 
         syslog.openlog("pymail", syslog.LOG_PID, syslog.LOG_MAIL)
-        syslog.syslog(syslog.LOG_WARNING, f"warning: {text}")
+        syslog.syslog(syslog.LOG_WARNING if warning else syslog.LOG_INFO,
+                      line)
         return
     from pymail.deadletter import append_private
 
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        append_private(Path(target), f"{stamp} warning: {text}\n".encode())
+        append_private(Path(target), f"{stamp} {line}\n".encode())
     except OSError as exc:
         log.info("cannot write the delivery log %s: %s", target,
                  exc.strerror or exc)

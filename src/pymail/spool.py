@@ -28,6 +28,7 @@ from pymail.errors import (
     PymailError,
     TemporaryFailure,
 )
+from pymail.files import write_all
 from pymail.relay import Connection, Envelope
 from pymail.settings import Settings
 
@@ -90,7 +91,7 @@ class Spool:
         try:
             os.fchmod(fd, 0o600)
             for chunk in chunks:
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 entry.size += len(chunk)
             os.fsync(fd)
         finally:
@@ -106,7 +107,7 @@ class Spool:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -160,12 +161,6 @@ class Spool:
             yield True
         finally:
             os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _sync_directory(path: Path) -> None:
