@@ -81,3 +81,12 @@ def test_no_relay_configured(run):
     result = run("--check")
     assert result.code == 78
     assert "FAIL  settings" in result.out and "set smtp=" in result.out
+
+
+def test_pinned_fingerprint_mismatch(server, mailrc, run):
+    mailrc(recipe(server.port).replace("set ssl-verify=ignore",
+                                       "set tls-fingerprint=" + "ab" * 32))
+    result = run("--check")
+    assert result.code == 76
+    assert "FAIL  certificate" in result.out
+    assert "does not match tls-fingerprint" in result.out

@@ -305,3 +305,17 @@ def test_malformed_fingerprint_is_a_configuration_error(server, mailrc, run):
     result = send(run)
     assert result.code == 78
     assert "64 hex digits" in result.err
+
+
+def test_readable_env_file_fix_is_chmod(server, mailrc, run, tmp_path,
+                                        monkeypatch):
+    rc = mailrc(recipe(server.port).replace(
+        f"set smtp-auth-password={PASSWORD}\n", ""))
+    os.chmod(rc, 0o600)
+    env_file = tmp_path / "pymail.env"
+    env_file.write_text(f"PYMAIL_SMTP_AUTH_PASSWORD={PASSWORD}\n")
+    os.chmod(env_file, 0o644)
+    monkeypatch.setenv("PYMAIL_ENV_FILE", str(env_file))
+    result = send(run, "-v")
+    assert f"chmod 600 {env_file}" in result.err
+    assert "so that the mail.rc can stay readable" not in result.err

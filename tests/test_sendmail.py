@@ -319,3 +319,47 @@ account work {{
     unknown = run("-A", "play", "-s", "x", "ops@example.org", input=b"hi\n")
     assert unknown.code == 78
     assert "no account named 'play'" in unknown.err
+
+
+def test_kept_before_it_was_built_can_be_resent(server, mailrc, sendmail, run,
+                                                home):
+    # Cron mail for `root` before anyone set an alias: kept, unbuilt.
+    mailrc(recipe(server.port))
+    result = sendmail("-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root",
+                      input=DEBIAN_CRON)
+    assert result.code == 65
+    assert b"X-Pymail-Rebuild: 1" in (home / "dead.letter").read_bytes()
+    # The same happens to `pymail -s x root` with no alias.
+    assert run("-s", "from pymail", "root", input=b"kept too\n").code == 65
+    # Once the alias exists, --resend builds and sends them.
+    mailrc(root_rc(server.port))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    assert "resent 2 of 2" in resent.out
+    cron, plain = (parsed(m.data) for m in server.messages)
+    assert [m.rcpt_tos for m in server.messages] == [["ops@example.org"]] * 2
+    assert cron["From"].addresses[0].display_name == "Cron Daemon"
+    assert cron["Date"] and cron["Message-ID"]
+    assert "permission denied" in cron.get_content()
+    assert plain["Subject"] == "from pymail"
+    assert "kept too" in plain.get_content()
+    assert not (home / "dead.letter").exists()
+
+
+def test_unresolvable_to_header_without_t(server, mailrc, sendmail):
+    mailrc(recipe(server.port))
+    result = sendmail("-i", "ops@example.org",
+                      input=b"To: root\nSubject: s\n\nbody\n")
+    assert result.code == 0, result.err
+    assert server.messages[0].rcpt_tos == ["ops@example.org"]
+    assert parsed(server.messages[0].data)["To"] is None
+
+
+def test_q_runs_the_queue_whatever_the_back_off(server, mailrc, sendmail,
+                                                tmp_path):
+    queue = tmp_path / "queue"
+    mailrc(root_rc(free_port(), f"set pymail-queue={queue}\n"))
+    assert sendmail("-i", "root", input=DEBIAN_CRON).code == 0
+    mailrc(root_rc(server.port, f"set pymail-queue={queue}\n"))
+    assert sendmail("-q").code == 0
+    assert len(server.messages) == 1

@@ -150,8 +150,9 @@ def _expand_one(mailbox: Mailbox, aliases: dict[str, list[str]], where: str,
             return [Mailbox(mailbox.name, wire_address(catchall,
                                                        "pymail-catchall"))]
         raise DataError(f"'{name}' in {where} is neither an address nor an "
-                        "alias", hint=f"write a full address, or add "
-                        f"`alias {name} you@example.com` to the mail.rc")
+                        "alias", hint=f"write a full address, add "
+                        f"`alias {name} you@example.com` to the mail.rc, or "
+                        "set pymail-catchall (or pymail-etc-aliases)")
     members = parse_list(aliases[name], f"alias {name}")
     result: list[Mailbox] = []
     for member in members:

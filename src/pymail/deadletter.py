@@ -22,6 +22,10 @@ QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 ENVELOPE_FROM = b"X-Pymail-Envelope-From: "
 ENVELOPE_TO = b"X-Pymail-Envelope-To: "
 ERROR_HEADER = b"X-Pymail-Error: "
+# A message kept before pymail could build it (a bad address, an unknown
+# name): --resend builds it as the sendmail entry does, "t" meaning that
+# its To, Cc and Bcc headers are recipients too.
+REBUILD_HEADER = b"X-Pymail-Rebuild: "
 
 
 @dataclass
@@ -31,17 +35,26 @@ class Kept:
     sender: str | None
     recipients: list[str]
     message: bytes  # CRLF line ends, envelope lines removed
+    rebuild: str | None = None  # see REBUILD_HEADER
 
     @property
     def resendable(self) -> bool:
+        if self.rebuild:
+            return bool(self.recipients) or self.rebuild == "t"
         return self.sender is not None and bool(self.recipients)
 
 
 def envelope_lines(sender: str, recipients: list[str],
-                   error: str | None = None) -> bytes:
+                   error: str | None = None, rebuild: str | None = None
+                   ) -> bytes:
     """The envelope (and the last error) as header lines, LF-terminated."""
-    lines = [ENVELOPE_FROM + f"<{sender}>".encode()]
-    lines += [ENVELOPE_TO + f"<{r}>".encode() for r in recipients]
+    def clean(text: str) -> bytes:
+        return " ".join(text.split()).encode("utf-8", "replace")
+
+    lines = [ENVELOPE_FROM + b"<" + clean(sender) + b">"]
+    lines += [ENVELOPE_TO + b"<" + clean(r) + b">" for r in recipients]
+    if rebuild:
+        lines.append(REBUILD_HEADER + rebuild.encode())
     if error:
         text = " ".join(error.split())
         lines.append(ERROR_HEADER + text.encode("utf-8", "replace"))
@@ -50,7 +63,7 @@ def envelope_lines(sender: str, recipients: list[str],
 
 def mbox_entry(sender: str, chunks: Iterable[bytes], *,
                recipients: list[str] | None = None,
-               error: str | None = None) -> bytes:
+               error: str | None = None, rebuild: str | None = None) -> bytes:
     """One mbox entry: the From_ line, the envelope when known, the message
     with LF line ends and mboxrd quoting of lines that begin with `From `,
     then a blank line."""
@@ -62,8 +75,8 @@ def mbox_entry(sender: str, chunks: Iterable[bytes], *,
     if not body.endswith(b"\n"):
         body += b"\n"
     head = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode()
-    if recipients:
-        head += envelope_lines(sender, recipients, error)
+    if recipients or rebuild:
+        head += envelope_lines(sender, recipients or [], error, rebuild)
     return head + body + b"\n"
 
 
@@ -101,13 +114,15 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def keep(path: Path | None, sender: str, chunks: Iterable[bytes], *,
-         recipients: list[str] | None = None, error: str | None = None) -> str:
+         recipients: list[str] | None = None, error: str | None = None,
+         rebuild: str | None = None) -> str:
     """Save a message that was not delivered; returns where it went.
 
     When dead.letter cannot be written, the message goes to stderr so that it
     is not lost, and DeadLetterError (exit 73) is raised.
     """
-    entry = mbox_entry(sender, chunks, recipients=recipients, error=error)
+    entry = mbox_entry(sender, chunks, recipients=recipients, error=error,
+                       rebuild=rebuild)
     if path is None:
         return "not saved (nosave is set)"
     try:
@@ -138,6 +153,7 @@ def read_entry(entry: bytes) -> Kept:
     (mboxrd-unquoted, CRLF line ends, without the blank line mbox adds)."""
     sender: str | None = None
     recipients: list[str] = []
+    rebuild = None
     lines = entry.split(b"\n")
     index = 1
     while index < len(lines):
@@ -146,6 +162,8 @@ def read_entry(entry: bytes) -> Kept:
             sender = _bracketed(line[len(ENVELOPE_FROM):])
         elif line.startswith(ENVELOPE_TO):
             recipients.append(_bracketed(line[len(ENVELOPE_TO):]))
+        elif line.startswith(REBUILD_HEADER):
+            rebuild = line[len(REBUILD_HEADER):].decode("ascii", "replace")
         elif not line.startswith(ERROR_HEADER):
             break
         index += 1
@@ -153,7 +171,8 @@ def read_entry(entry: bytes) -> Kept:
     if body.endswith(b"\n\n"):
         body = body[:-1]
     body = QUOTED_FROM.sub(rb"\1", body)
-    return Kept(sender, recipients, body.replace(b"\n", b"\r\n"))
+    return Kept(sender, recipients, body.replace(b"\n", b"\r\n"),
+                rebuild.strip() if rebuild else None)
 
 
 def _bracketed(value: bytes) -> str:

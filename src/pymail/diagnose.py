@@ -75,7 +75,8 @@ def check(settings: Settings) -> int:
                 if isinstance(error.__cause__, ssl.SSLCertVerificationError):
                     _untrusted(connection, report, error)
                     return report.code
-                return report.fail(step, error)
+                pinned = "tls-fingerprint" in error.message
+                return report.fail("certificate" if pinned else step, error)
             if step == "connect":
                 report.ok("greeting", "the relay answered 220")
     finally:

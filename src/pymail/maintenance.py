@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pymail import deadletter
@@ -34,7 +34,8 @@ def spool_of(settings: Settings) -> Spool:
 
 
 def flush(settings: Settings, ids: list[str],
-          settings_for: Callable[[str | None], Settings] | None = None) -> int:
+          settings_for: Callable[[str | None], Settings] | None = None,
+          *, everything: bool = False) -> int:
     """Deliver what is due (or the messages named, now); a message queued
     for an account is sent with that account's settings. With the queue
     off there is nothing to flush: a cron line must not fail every run."""
@@ -46,7 +47,7 @@ def flush(settings: Settings, ids: list[str],
         if not ours:
             log.info("another flush of %s is running", spool.directory)
             return EX_OK
-        report = Flush(settings, spool, settings_for).run(ids)
+        report = Flush(settings, spool, settings_for).run(ids, everything)
     log.info("flush: %d delivered, %d deferred, %d moved to dead.letter",
              report.delivered, report.deferred, report.dead)
     if report.failure:
@@ -103,6 +104,27 @@ def resend(settings: Settings, files: list[str]) -> int:
     return code
 
 
+def _prepared(settings: Settings, kept: deadletter.Kept
+              ) -> tuple[Envelope, Callable[[], Iterable[bytes]]]:
+    """The envelope and bytes to send for a kept message; one kept before
+    it was built is built now, as the sendmail entry builds messages."""
+    if kept.rebuild:
+        from pymail.send import charsets
+        from pymail.sendmail import Options, rebuild
+
+        options = Options(recipients=kept.recipients,
+                          sender=kept.sender or None,
+                          read_recipients=kept.rebuild == "t",
+                          ignore_dots=True)
+        message, envelope = rebuild(settings, options, kept.message,
+                                    charsets(settings))
+        return envelope, message.chunks
+    head = kept.message.split(b"\r\n\r\n", 1)[0]
+    envelope = Envelope(kept.sender or "", kept.recipients,
+                        utf8=not head.isascii())
+    return envelope, lambda: [kept.message]
+
+
 def _resend_file(connection: Connection, path: Path) -> int:
     try:
         entries = deadletter.raw_entries(path.read_bytes())
@@ -120,12 +142,10 @@ def _resend_file(connection: Connection, path: Path) -> int:
             skipped += 1
             continue
         try:
+            envelope, chunks = _prepared(connection.settings, kept)
             if connection.session is None:
                 connection.open()
-            head = kept.message.split(b"\r\n\r\n", 1)[0]
-            envelope = Envelope(kept.sender or "", kept.recipients,
-                                utf8=not head.isascii())
-            outcome = connection.send(envelope, [kept.message])
+            outcome = connection.send(envelope, chunks())
         except PymailError as error:
             print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
             code = error.code
@@ -137,7 +157,7 @@ def _resend_file(connection: Connection, path: Path) -> int:
             if not outcome.reply:
                 continue
             # Delivered to the others: keep a copy for the refused only.
-            deadletter.keep(path, kept.sender or "", [kept.message],
+            deadletter.keep(path, envelope.sender, chunks(),
                             recipients=list(outcome.refused))
         done.append(raw)
     if done:

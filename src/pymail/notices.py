@@ -71,10 +71,14 @@ def check_secrets(settings: Settings) -> None:
             mode = path.stat().st_mode
         except OSError:
             continue
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            advise(settings, f"{path} holds a password ({name}) and other "
-                   f"users can read it (mode {stat.S_IMODE(mode):04o}): run "
-                   f"`chmod 600 {path}`, or move the password to "
-                   "/etc/pymail.env (PYMAIL_SMTP_AUTH_PASSWORD=..., "
-                   "chmod 600) so that the mail.rc can stay readable")
+        if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+            continue
+        fix = f"run `chmod 600 {path}`"
+        if name not in ("smtp-auth-password", "password") or \
+                not path.name.endswith(".env"):
+            fix += (", or move the password to /etc/pymail.env "
+                    "(PYMAIL_SMTP_AUTH_PASSWORD=..., chmod 600) so that the "
+                    "mail.rc can stay readable")
+        advise(settings, f"{path} holds a password ({name}) and other users "
+               f"can read it (mode {stat.S_IMODE(mode):04o}): {fix}")
 

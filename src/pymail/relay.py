@@ -206,8 +206,9 @@ class Connection:
         if self.user and self.password is None:
             raise ConfigError(f"smtp-auth-user is set ({self.user}) but no "
                               "password is", hint="set PYMAIL_SMTP_AUTH_PASSWORD"
-                              " in /etc/pymail.env or smtp-auth-password in "
-                              "the mail.rc; pymail never prompts")
+                              " in /etc/pymail.env (or, for one user, "
+                              "~/.config/pymail/pymail.env), or "
+                              "pymail-password-command; pymail never prompts")
         if self.mechanism and self.mechanism not in (*AUTH_METHODS, "none"):
             raise ConfigError(f"{settings.origin('smtp-auth')}: smtp-auth="
                               f"{self.mechanism} is not supported; use plain, "

@@ -102,7 +102,10 @@ def send_request(request: Request) -> int:
         message = Message(draft)
     except PymailError as error:
         close_all(attachments)
-        return fail(error, dead, "", [fallback_entry(request, body)])
+        given = [*request.to, *request.cc, *request.bcc]
+        return fail(error, dead, "", [fallback_entry(request, body)],
+                    recipients=given, rebuild="t" if request.read_headers
+                    else "1")
     try:
         envelope = Envelope(envelope_sender, recipients, utf8=message.utf8)
         return transmit(settings, envelope, message)
@@ -129,12 +132,17 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
 
 
 def fail(error: PymailError, dead: Path | None, sender: str,
-         chunks: Iterable[bytes] | None) -> int:
-    """Keep the message, then print one line; returns the exit status."""
+         chunks: Iterable[bytes] | None, *, recipients: list[str] | None = None,
+         rebuild: str | None = None) -> int:
+    """Keep the message, then print one line; returns the exit status.
+    With `rebuild`, the message is kept unbuilt with the recipients as
+    given, for --resend to build once the cause is fixed."""
     where = ""
     if chunks is not None:
         try:
-            where = "; " + deadletter.keep(dead, sender, chunks)
+            where = "; " + deadletter.keep(dead, sender, chunks,
+                                           recipients=recipients,
+                                           error=error.line(), rebuild=rebuild)
         except PymailError as keep_error:
             print(f"pymail: {error.line()}", file=sys.stderr)
             print(f"pymail: {keep_error.line()}", file=sys.stderr)

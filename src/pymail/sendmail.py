@@ -132,7 +132,8 @@ def run(program: str, args: list[str]) -> int:
 
     check_secrets(settings)
     if options.mode == "flush":
-        return maintenance.flush(settings, [])
+        # sendmail -q runs the queue now, whatever the back-off.
+        return maintenance.flush(settings, [], everything=True)
     if options.mode == "list":
         return maintenance.list_queue(settings)
     return send(settings, options, read_message(options.ignore_dots))
@@ -145,7 +146,9 @@ def send(settings: Settings, options: Options, data: bytes) -> int:
     try:
         message, envelope = rebuild(settings, options, data, charsets(settings))
     except PymailError as error:
-        return fail(error, settings.dead_letter(), "", [data])
+        return fail(error, settings.dead_letter(), options.sender or "",
+                    [data], recipients=options.recipients,
+                    rebuild="t" if options.read_recipients else "1")
     return transmit(settings, envelope, message)
 
 
@@ -167,9 +170,12 @@ def rebuild(settings: Settings, options: Options, data: bytes,
                        first.get("content-transfer-encoding"), body)
         text = b""
     aliases, catchall = settings.all_aliases(), settings.catchall()
-    to = _addresses(first.get("to"), aliases, catchall, "To")
-    cc = _addresses(first.get("cc"), aliases, catchall, "Cc")
-    bcc = _addresses(first.get("bcc"), aliases, catchall, "Bcc")
+    # Without -t the headers are only shown: a name that resolves to no
+    # address (`To: root`) is left out of them rather than stop the mail.
+    strict = options.read_recipients
+    to = _addresses(first.get("to"), aliases, catchall, "To", strict)
+    cc = _addresses(first.get("cc"), aliases, catchall, "Cc", strict)
+    bcc = _addresses(first.get("bcc"), aliases, catchall, "Bcc", strict)
     listed = expand(parse_list(options.recipients, "the recipients"),
                     aliases, "the recipients", catchall)
     recipients = unique(listed + (to + cc + bcc if options.read_recipients
@@ -241,11 +247,19 @@ def configured_from(settings: Settings) -> Mailbox:
 
 
 def _addresses(value: str | None, aliases: dict[str, list[str]],
-               catchall: str | None, where: str) -> list[Mailbox]:
+               catchall: str | None, where: str,
+               strict: bool = True) -> list[Mailbox]:
     if not value:
         return []
-    return expand(parse_list([value], f"the {where} header"), aliases,
-                  f"the {where} header", catchall)
+    try:
+        return expand(parse_list([value], f"the {where} header"), aliases,
+                      f"the {where} header", catchall)
+    except DataError:
+        if strict:
+            raise
+        log.info("the %s header names no address pymail can resolve; "
+                 "left out", where)
+        return []
 
 
 def main(argv: list[str] | None = None, program: str | None = None) -> None:

@@ -198,13 +198,13 @@ class Flush:
         self.report = FlushReport()
         self.now = time.time()
 
-    def run(self, ids: list[str]) -> FlushReport:
-        """Flush what is due, or the messages named by ids whatever their
-        back-off."""
+    def run(self, ids: list[str], everything: bool = False) -> FlushReport:
+        """Flush what is due, or the messages named by ids (or every
+        message, as sendmail -q does) whatever their back-off."""
         entries = [self.spool.find(i) for i in ids] if ids else \
             self.spool.entries()
         live = [e for e in entries if not self._expired(e)]
-        if not ids:
+        if not ids and not everything:
             live = [e for e in live if e.next_attempt <= self.now]
         groups: dict[tuple[str, str | None], list[Entry]] = {}
         for entry in live:
