@@ -182,3 +182,32 @@ class RawServer:
     def stop(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+class StreamServer:
+    """A TLS server on 127.0.0.1 for one connection, whose `talk` function
+    writes what it likes (a reply without end, one byte at a time...) until
+    the stop event is set."""
+
+    def __init__(self, cert: Any, talk: Any) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = int(self.listener.getsockname()[1])
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(self.context)
+        self.stopping = threading.Event()
+        self.talk = talk
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                self.talk(tls, self.stopping)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import base64
 import os
-import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import recipe
-from servers import PASSWORD, free_port
+from servers import PASSWORD, StreamServer, free_port
 
 BODY = b"the body that must not be lost 4711\n"
 TO = "ops@example.org"
@@ -237,30 +237,15 @@ def test_fifo_mail_rc_is_skipped(server, mailrc, run, tmp_path, monkeypatch):
 
 
 def test_reply_without_end(mailrc, run, cert):
-    import socket
+    def flood(tls: Any, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            tls.sendall(b"220-" + b"x" * 500 + b"\r\n")
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    stop = threading.Event()
-
-    def flood() -> None:
-        conn, _ = listener.accept()
-        try:
-            with context.wrap_socket(conn, server_side=True) as tls:
-                while not stop.is_set():
-                    tls.sendall(b"220-" + b"x" * 500 + b"\r\n")
-        except OSError:
-            pass
-
-    threading.Thread(target=flood, daemon=True).start()
-    mailrc(recipe(listener.getsockname()[1]))
+    srv = StreamServer(cert, flood)
+    mailrc(recipe(srv.port))
     started = time.monotonic()
     result = run("-s", "x", TO, input=BODY)
-    stop.set()
-    listener.close()
+    srv.stop()
     assert result.code == 76
     assert "longer than" in result.err
     assert time.monotonic() - started < 10

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -18,7 +17,14 @@ from typing import Any
 import pytest
 
 from conftest import Result, recipe
-from servers import PASSWORD, RawServer, Recorder, free_port, start_server
+from servers import (
+    PASSWORD,
+    RawServer,
+    Recorder,
+    StreamServer,
+    free_port,
+    start_server,
+)
 
 BODY = b"backup of /srv failed at 03:00\n"
 TO = "ops@example.org"
@@ -352,32 +358,18 @@ def test_all_refused_sends_nothing(cert, mailrc, run, home):
 # Bounded time and signals ---------------------------------------------------
 
 def test_a_trickling_server_meets_the_deadline(cert, mailrc, run, home):
-    import socket
-    import threading
+    def trickle(tls: Any, stopping: Any) -> None:
+        for byte in b"220 " + b"x" * 200:
+            if stopping.wait(0.2):
+                return
+            tls.sendall(bytes([byte]))
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    stop = threading.Event()
-
-    def trickle() -> None:
-        conn, _ = listener.accept()
-        with context.wrap_socket(conn, server_side=True) as tls:
-            for byte in b"220 " + b"x" * 200:
-                if stop.wait(0.2):
-                    return
-                tls.sendall(bytes([byte]))
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    mailrc(recipe(listener.getsockname()[1],
-                  extra="set pymail-deadline=2\nset socket-connect-timeout=5\n"))
+    srv = StreamServer(cert, trickle)
+    mailrc(recipe(srv.port, extra="set pymail-deadline=2\n"
+                  "set socket-connect-timeout=5\n"))
     started = time.monotonic()
     result = send(run)
-    stop.set()
-    listener.close()
+    srv.stop()
     assert result.code == 75
     assert "longer than 2s" in result.err
     assert time.monotonic() - started < 10
