@@ -363,3 +363,16 @@ def test_q_runs_the_queue_whatever_the_back_off(server, mailrc, sendmail,
     mailrc(root_rc(server.port, f"set pymail-queue={queue}\n"))
     assert sendmail("-q").code == 0
     assert len(server.messages) == 1
+
+
+def test_per_host_tls_variants(server, mailrc, run, ca_file):
+    # Strict in general, but this one relay is trusted through its own CA.
+    mailrc(recipe(server.port).replace(
+        "set ssl-verify=ignore",
+        "set tls-verify=strict\n"
+        f"set tls-ca-file-127.0.0.1={ca_file}"))
+    result = run("-s", "variant", "ops@example.org", input=b"hi\n")
+    assert result.code == 0, result.err
+    mailrc(recipe(server.port).replace(
+        "set ssl-verify=ignore", "set tls-verify-other.example=ignore"))
+    assert run("-s", "strict", "ops@example.org", input=b"hi\n").code == 76

@@ -207,11 +207,28 @@ class Settings:
                 return user, password
         return None, None
 
+    def for_relay(self, *names: str) -> tuple[str | None, str]:
+        """(value, variable) of the first of names that is set, trying the
+        s-nail variants for this login and relay first: NAME-USER@HOST,
+        then NAME-HOST, then NAME (tls-verify, tls-ca-file, ...)."""
+        try:
+            host: str | None = self.relay().host
+        except ConfigError:
+            host = None
+        user = self.text("smtp-auth-user", "user")
+        suffixes = [f"-{user}@{host}"] if user and host else []
+        suffixes += [f"-{host}"] if host else []
+        for suffix in [*suffixes, ""]:
+            for name in names:
+                value = self.text(name + suffix)
+                if value:
+                    return value, name + suffix
+        return None, names[0]
+
     def verify_mode(self) -> str:
-        value = self.text("tls-verify", "ssl-verify") or "strict"
-        mode = VERIFY_MODES.get(value.lower())
+        value, name = self.for_relay("tls-verify", "ssl-verify")
+        mode = VERIFY_MODES.get((value or "strict").lower())
         if mode is None:
-            name = "tls-verify" if self.text("tls-verify") else "ssl-verify"
             raise ConfigError(f"{self.origin(name)}: {name}={value} is not "
                               "one of strict, warn, ignore")
         return mode

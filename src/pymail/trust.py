@@ -47,14 +47,12 @@ def fingerprint(settings: Settings) -> str | None:
     """tls-fingerprint as lower-case hex: SHA-256 of the certificate, as
     `openssl x509 -noout -fingerprint -sha256` prints it (any case, with
     or without colons, with or without the `SHA256 Fingerprint=` label)."""
-    value = settings.text("tls-fingerprint", "ssl-fingerprint")
+    value, name = settings.for_relay("tls-fingerprint", "ssl-fingerprint")
     if not value:
         return None
     text = value.rpartition("=")[2] if "=" in value else value
     text = text.replace(":", "").replace(" ", "").lower()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-        name = "tls-fingerprint" if settings.text("tls-fingerprint") \
-            else "ssl-fingerprint"
         raise ConfigError(f"{settings.origin(name)}: {name} is not a SHA-256 "
                           "fingerprint (64 hex digits, colons allowed)",
                           hint="openssl x509 -noout -fingerprint -sha256 "
@@ -74,10 +72,9 @@ def pretty(hexdigest: str) -> str:
 
 def _load_ca(context: ssl.SSLContext, settings: Settings,
              names: tuple[str, ...], kind: str) -> None:
-    value = settings.text(*names)
+    value, name = settings.for_relay(*names)
     if not value:
         return
-    name = next(n for n in names if settings.text(n))
     path = Path(value).expanduser()
     where = f"{settings.origin(name)}: {name}={value}"
     if kind == "cafile" and not path.is_file():
