@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,25 @@ class Result:
     code: int
     out: str
     err: str
+
+
+def header_block(data: bytes) -> bytes:
+    """The header of a message as received, up to the empty line."""
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    assert sep, "no empty line after the header"
+    return head
+
+
+def header_names(data: bytes) -> list[str]:
+    """Names of the top-level header fields, read from the raw bytes."""
+    names = []
+    for line in header_block(data).split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        match = re.match(rb"([!-9;-~]+):", line)
+        assert match, f"not a header line: {line!r}"
+        names.append(match.group(1).decode().lower())
+    return names
 
 
 @pytest.fixture(scope="session")

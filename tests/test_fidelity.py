@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Result, recipe
+from conftest import Result, header_names, recipe
 from pymail.addresses import Mailbox
 from pymail.errors import DataError
 from pymail.message import Attachment, Draft, Message, clean_subject
@@ -143,20 +143,6 @@ def parse_bytes(data: bytes) -> EmailMessage:
                                              policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     return message
-
-
-def header_names(data: bytes) -> list[str]:
-    """Names of the top-level header fields, read from the raw bytes."""
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    assert sep, "no empty line after the header"
-    names = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            continue
-        match = re.match(rb"([!-9;-~]+):", line)
-        assert match, f"not a header line: {line!r}"
-        names.append(match.group(1).decode().lower())
-    return names
 
 
 def assert_wire_rules(data: bytes, *, utf8_allowed: bool) -> None:

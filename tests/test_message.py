@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import pymail
-from conftest import Result, recipe
+from conftest import Result, header_block, header_names, recipe
 from servers import USER, Received, Server
 
 Run = Callable[..., Result]
@@ -41,24 +41,6 @@ def text_of(part: EmailMessage) -> str:
     content = part.get_content()
     assert isinstance(content, str)
     return content.replace("\r\n", "\n")
-
-
-def header_block(data: bytes) -> bytes:
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    assert sep, "no blank line after the headers"
-    return head
-
-
-def header_names(data: bytes) -> list[str]:
-    """Names of the top-level header fields, from the raw bytes."""
-    names = []
-    for line in header_block(data).split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            continue
-        match = re.match(rb"([!-9;-~]+):", line)
-        assert match, f"not a header line: {line!r}"
-        names.append(match.group(1).decode().lower())
-    return names
 
 
 @pytest.fixture

@@ -174,14 +174,23 @@ def test_private_password_file_does_not_warn(server, mailrc, run):
     assert "holds a password" not in result.err
 
 
-def test_readable_env_file_warns(server, mailrc, run, tmp_path, monkeypatch):
-    rc = mailrc(recipe(server.port).replace(
+def password_in_env_file(mailrc: Any, port: int, tmp_path: Path,
+                         monkeypatch: Any, rc_mode: int,
+                         env_mode: int) -> tuple[Path, Path]:
+    """A mail.rc without the password and a .env file holding it."""
+    rc = mailrc(recipe(port).replace(
         f"set smtp-auth-password={PASSWORD}\n", ""))
-    os.chmod(rc, 0o644)
+    os.chmod(rc, rc_mode)
     env_file = tmp_path / "pymail.env"
     env_file.write_text(f"PYMAIL_SMTP_AUTH_PASSWORD={PASSWORD}\n")
-    os.chmod(env_file, 0o640)
+    os.chmod(env_file, env_mode)
     monkeypatch.setenv("PYMAIL_ENV_FILE", str(env_file))
+    return rc, env_file
+
+
+def test_readable_env_file_warns(server, mailrc, run, tmp_path, monkeypatch):
+    rc, env_file = password_in_env_file(mailrc, server.port, tmp_path,
+                                        monkeypatch, 0o644, 0o640)
     result = send(run, "-v")
     assert result.code == 0
     assert f"{env_file} holds a password" in result.err
@@ -309,13 +318,8 @@ def test_malformed_fingerprint_is_a_configuration_error(server, mailrc, run):
 
 def test_readable_env_file_fix_is_chmod(server, mailrc, run, tmp_path,
                                         monkeypatch):
-    rc = mailrc(recipe(server.port).replace(
-        f"set smtp-auth-password={PASSWORD}\n", ""))
-    os.chmod(rc, 0o600)
-    env_file = tmp_path / "pymail.env"
-    env_file.write_text(f"PYMAIL_SMTP_AUTH_PASSWORD={PASSWORD}\n")
-    os.chmod(env_file, 0o644)
-    monkeypatch.setenv("PYMAIL_ENV_FILE", str(env_file))
+    _, env_file = password_in_env_file(mailrc, server.port, tmp_path,
+                                       monkeypatch, 0o600, 0o644)
     result = send(run, "-v")
     assert f"chmod 600 {env_file}" in result.err
     assert "so that the mail.rc can stay readable" not in result.err

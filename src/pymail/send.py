@@ -252,26 +252,38 @@ def senders_of(request: Request, parsed: Parsed,
     """The From mailboxes and the envelope sender (the first of them)."""
     if parsed.sender:
         where = "-r" if request.from_ else "the -t From header"
-        senders = parse_list([parsed.sender], where)
-    elif settings.text("from"):
-        value = text_of(settings.text("from") or "", charsets(settings))
-        senders = parse_list([value], f"from ({settings.origin('from')})")
+        senders = qualified(parse_list([parsed.sender], where), settings)
     else:
-        _, user, _ = settings.auth()
-        if user and "@" in user:
-            # Providers reject a MAIL FROM other than the login.
-            senders = [parse_mailbox(user, "smtp-auth-user")]
-        else:
-            senders = [Mailbox("", f"{default_user()}@{settings.hostname()}")]
-    senders = [m if "@" in m.addr else
-               Mailbox(m.name, f"{m.addr}@{settings.hostname()}")
-               for m in senders]
+        senders = configured_senders(settings)
     if not senders:
         raise ConfigError("the From address is empty")
     envelope = senders[0].addr
     if request.envelope_sender:
         envelope = parse_mailbox(request.envelope_sender, "-f").addr
     return senders, envelope
+
+
+def configured_senders(settings: Settings) -> list[Mailbox]:
+    """From the configuration: `from`, else smtp-auth-user when it is an
+    address (providers reject a MAIL FROM other than the login), else
+    user@hostname."""
+    if settings.text("from"):
+        value = text_of(settings.text("from") or "", charsets(settings))
+        senders = parse_list([value], f"from ({settings.origin('from')})")
+    else:
+        _, user, _ = settings.auth()
+        if user and "@" in user:
+            senders = [parse_mailbox(user, "smtp-auth-user")]
+        else:
+            senders = [Mailbox("", f"{default_user()}@{settings.hostname()}")]
+    return qualified(senders, settings)
+
+
+def qualified(senders: list[Mailbox], settings: Settings) -> list[Mailbox]:
+    """A bare name gets @hostname."""
+    return [m if "@" in m.addr else
+            Mailbox(m.name, f"{m.addr}@{settings.hostname()}")
+            for m in senders]
 
 
 def make_draft(parsed: Parsed, settings: Settings, senders: list[Mailbox],

@@ -17,6 +17,7 @@ from pymail.cli import setup_logging
 from pymail.errors import (
     EX_SOFTWARE,
     EX_USAGE,
+    ConfigError,
     DataError,
     PymailError,
     UsageError,
@@ -238,12 +239,12 @@ def author(settings: Settings, header: str | None,
 
 
 def configured_from(settings: Settings) -> Mailbox:
-    from pymail.cli import Request
-    from pymail.send import Parsed, senders_of
+    from pymail.send import configured_senders
 
-    request = Request(to=())
-    parsed = Parsed([], [], [], "", None, b"", "text/plain")
-    return senders_of(request, parsed, settings)[0][0]
+    senders = configured_senders(settings)
+    if not senders:
+        raise ConfigError("the From address is empty")
+    return senders[0]
 
 
 def _addresses(value: str | None, aliases: dict[str, list[str]],
