@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 USER = "bot@example.com"
 PASSWORD = "APP_PASSWORD"
@@ -41,9 +41,29 @@ class Recorder:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     mail_reply: str | None = None
     data_reply: str | None = None
+    # Extensions to announce beyond aiosmtpd's own ("PIPELINING", ...).
+    extensions: list[str] = field(default_factory=list)
+    # Per MAIL: had the client already sent what follows (a pipelined group)?
+    pipelined: list[bool] = field(default_factory=list)
+    mail_options: list[list[str]] = field(default_factory=list)
+    bdat_commands: list[str] = field(default_factory=list)
+    # Replies to BDAT chunks by their number in the transaction, from 0.
+    bdat_replies: dict[int, str] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        self.commands.append("EHLO")
+        extra = [f"250-{name}" for name in self.extensions]
+        return responses[:-1] + extra + responses[-1:]
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any,
                           address: str, options: list[str]) -> str:
+        self.commands.append("MAIL")
+        self.mail_options.append(list(options))
+        reader = getattr(server, "_reader", None)
+        self.pipelined.append(bool(reader is not None and reader._buffer))
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from = address
@@ -65,6 +85,46 @@ class Recorder:
                                       list(envelope.rcpt_tos),
                                       envelope.original_content))
         return "250 2.0.0 queued as TEST1"
+
+
+class ChunkingSMTP(SMTP):
+    """aiosmtpd with BDAT (RFC 3030). Pipelined commands it already takes:
+    it reads one line at a time from what has arrived."""
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        handler: Recorder = self.event_handler
+        words = (arg or "").split()
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        if not words or not words[0].isdigit() or len(words) > 1 + last:
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        # The chunk is read whatever the reply (RFC 3030, 2).
+        data = await self._reader.readexactly(int(words[0]))
+        handler.bdat_commands.append(f"BDAT {arg}")
+        envelope = self.envelope
+        assert envelope is not None and self.session is not None
+        if not self.session.host_name or not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        chunks: list[bytes] = envelope.__dict__.setdefault("bdat", [])
+        reply = handler.bdat_replies.get(len(chunks))
+        chunks.append(data)
+        if reply:
+            self._set_post_data_state()
+            await self.push(reply)
+            return
+        if not last:
+            await self.push(f"250 2.0.0 {len(data)} octets received")
+            return
+        envelope.original_content = envelope.content = b"".join(chunks)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+
+class ChunkingController(Controller):
+    def factory(self) -> SMTP:
+        return ChunkingSMTP(self.handler, **self.SMTP_kwargs)
 
 
 @dataclass
@@ -90,10 +150,14 @@ def start_server(*, cert: Any, tls: str = "implicit", auth: bool = True,
                  auth_require_tls: bool = True,
                  handler: Recorder | None = None,
                  exclude: list[str] | None = None,
-                 sni: Any = None) -> Server:
-    """tls is "implicit" (port wrapped in TLS), "starttls" or "none"."""
+                 sni: Any = None, extensions: tuple[str, ...] = (),
+                 size_limit: int | None = None) -> Server:
+    """tls is "implicit" (port wrapped in TLS), "starttls" or "none".
+    extensions: PIPELINING and CHUNKING (BDAT) to offer them;
+    size_limit: the SIZE to announce (none by default)."""
     users = {USER: PASSWORD} if users is None else users
     handler = handler or Recorder()
+    handler.extensions = list(extensions)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server_context)
     if sni is not None:
@@ -118,8 +182,10 @@ def start_server(*, cert: Any, tls: str = "implicit", auth: bool = True,
         kwargs["auth_exclude_mechanism"] = exclude
     if tls == "starttls":
         kwargs["tls_context"] = server_context
+    kwargs["data_size_limit"] = size_limit
     port = free_port()
-    controller = Controller(
+    kind = ChunkingController if "CHUNKING" in extensions else Controller
+    controller = kind(
         handler, hostname="127.0.0.1", port=port,
         ssl_context=server_context if tls == "implicit" else None,
         server_hostname="localhost", **kwargs)

@@ -14,7 +14,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,9 @@ MASK = "****"
 MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 100
 MAX_AUTH_ROUNDS = 5
+# A BDAT chunk: big enough that its round trip is lost in the upload, small
+# enough to hold in memory.
+BDAT_CHUNK = 1 << 20
 AUTH_MECHANISMS = ("plain", "login", "cram-md5")
 AUTH_METHODS = {"plain": "auth_plain", "login": "auth_login",
                 "cram-md5": "auth_cram_md5", "xoauth2": "auth_xoauth2",
@@ -283,6 +286,12 @@ class Connection:
             self.session = PlainSession(relay.host, relay.port,
                                         local_hostname=hostname,
                                         timeout=timeout)
+        # Commands go out in whole groups; a lone small write (QUIT) must
+        # not wait for an acknowledgement.
+        sock = self.session.sock
+        if sock is not None and sock.family in (socket.AF_INET,
+                                                socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def greet(self) -> None:
         self._ehlo()
@@ -401,45 +410,170 @@ class Connection:
 
     # Sending --------------------------------------------------------------
 
-    def send(self, envelope: Envelope, chunks: Iterable[bytes]) -> Outcome:
+    def send(self, envelope: Envelope, chunks: Iterable[bytes],
+             size: int | None = None) -> Outcome:
         """Run one mail transaction.
 
         Recipients the relay refuses are reported in the outcome, and the
         message goes to the others; when it refuses them all, nothing is
-        sent. A failure of MAIL or DATA raises.
+        delivered. A failure of MAIL, DATA or BDAT raises. With PIPELINING
+        (RFC 2920) MAIL, every RCPT and DATA (or, with CHUNKING, RFC 3030,
+        the first BDAT with its data) leave in one write, and their replies
+        are read in order afterwards: one round trip where there were 2 + n.
+        size, the message's length when known, is checked against the
+        relay's SIZE (RFC 1870) before anything is sent.
         """
         session = self.session
         assert session is not None
-        outcome = Outcome()
         with self._errors("sending"), self._reset_on_refusal():
-            self._command("MAIL FROM", f"MAIL FROM:<{envelope.sender}>"
-                          + self._mail_parameters(envelope), 250)
-            for recipient in envelope.recipients:
-                session.putcmd(f"RCPT TO:<{recipient}>")
-                code, text = session.getreply()
-                if code in (250, 251):
-                    outcome.accepted.append(recipient)
-                else:
-                    outcome.refused[recipient] = self._error(
-                        f"recipient {recipient}", code, text)
-            if not outcome.accepted:
-                self._reset()
-                return outcome
-            self._command("DATA", "DATA", 354)
-            self._transfer(chunks)
-            code, text = session.getreply()
-            if code != 250:
-                self._fail("end of DATA", code, text)
-            outcome.reply = f"{code} {decode_reply(text)}"
-            return outcome
+            self._check_size(size)
+            mail = (f"MAIL FROM:<{envelope.sender}>"
+                    + self._mail_parameters(envelope, size))
+            pieces = bdat_pieces(chunks) if session.has_extn("chunking") \
+                else None
+            if session.has_extn("pipelining"):
+                return self._pipelined(envelope, mail, chunks, pieces)
+            return self._stepwise(envelope, mail, chunks, pieces)
 
-    def _transfer(self, chunks: Iterable[bytes]) -> None:
-        """Send the message text and the final dot (RFC 5321, 4.1.1.4)."""
+    def _stepwise(self, envelope: Envelope, mail: str, chunks: Iterable[bytes],
+                  pieces: Iterator[tuple[bytes, bool]] | None) -> Outcome:
+        """One command, one reply: for relays without PIPELINING."""
+        session = self.session
+        assert session is not None
+        outcome = Outcome()
+        self._command("MAIL FROM", mail, 250)
+        for recipient in envelope.recipients:
+            session.putcmd(f"RCPT TO:<{recipient}>")
+            self._recipient(outcome, recipient, *session.getreply())
+        if not outcome.accepted:
+            self._reset()
+            return outcome
+        if pieces is not None:
+            outcome.reply = self._upload(pieces, window=0)
+            return outcome
+        self._command("DATA", "DATA", 354)
+        outcome.reply = self._transfer(chunks)
+        return outcome
+
+    def _pipelined(self, envelope: Envelope, mail: str, chunks: Iterable[bytes],
+                   pieces: Iterator[tuple[bytes, bool]] | None) -> Outcome:
+        """MAIL, RCPT... and DATA or the first BDAT in one group; every
+        reply is read and checked, in order, as if sent one by one."""
+        session = self.session
+        assert session is not None
+        outcome = Outcome()
+        lines = [mail] + [f"RCPT TO:<{r}>" for r in envelope.recipients]
+        data, last = b"", False
+        if pieces is not None:
+            data, last = next(pieces)
+            lines.append(bdat_command(data, last))
+        else:
+            lines.append("DATA")
+        self._write_group(lines, data)
+        code, text = session.getreply()
+        refused_mail = None if code == 250 else \
+            self._error("MAIL FROM", code, text)
+        for recipient in envelope.recipients:
+            code, text = session.getreply()
+            if refused_mail is None:
+                self._recipient(outcome, recipient, code, text)
+        code, text = session.getreply()  # to DATA, or to the first BDAT
+        if refused_mail is not None or not outcome.accepted:
+            # The relay refuses DATA or BDAT here (503/554); a relay that
+            # says 354 anyway gets an empty message, which it must refuse.
+            if pieces is None and code == 354:
+                session.putcmd(".")
+                session.getreply()
+            if refused_mail is not None:
+                raise refused_mail  # and _reset_on_refusal says RSET
+            self._reset()
+            return outcome
+        if pieces is None:
+            if code != 354:
+                self._fail("DATA", code, text)
+            outcome.reply = self._transfer(chunks)
+        elif code != 250:
+            self._fail("message", code, text)
+        elif last:
+            outcome.reply = f"{code} {decode_reply(text)}"
+        else:
+            outcome.reply = self._upload(pieces, window=1)
+        return outcome
+
+    def _recipient(self, outcome: Outcome, recipient: str, code: int,
+                   text: bytes) -> None:
+        if code in (250, 251):
+            outcome.accepted.append(recipient)
+        else:
+            outcome.refused[recipient] = self._error(
+                f"recipient {recipient}", code, text)
+
+    def _write_group(self, lines: list[str], data: bytes = b"") -> None:
+        """Commands (and a BDAT's data) in one write."""
+        session = self.session
+        assert session is not None
+        for line in lines:
+            transcript.info(">>> %s", line)
+        if data:
+            transcript.info(">>> [message, %d bytes]", len(data))
+        encoding = session.command_encoding
+        group = b"".join(f"{line}\r\n".encode(encoding) for line in lines)
+        try:
+            session.send_raw(group + data)
+        except BaseException:
+            # Half a group or chunk cannot be taken back: hang up.
+            self.close_quietly()
+            raise
+
+    def _upload(self, pieces: Iterator[tuple[bytes, bool]], *,
+                window: int) -> str:
+        """Send the remaining BDAT chunks; with window=1 the reply to one
+        chunk is read while the next one is on its way. Returns the reply
+        to the last chunk."""
+        session = self.session
+        assert session is not None
+        waiting = 0
+        code, text = 0, b""
+        for data, last in pieces:
+            self._write_group([bdat_command(data, last)], data)
+            waiting += 1
+            # The last chunk's reply is always waited for.
+            while waiting > (0 if last else window):
+                code, text = session.getreply()
+                waiting -= 1
+                if code != 250:
+                    self._drain(waiting)
+                    self._fail("message", code, text)
+            if last:
+                break
+        return f"{code} {decode_reply(text)}"
+
+    def _drain(self, replies: int) -> None:
+        """Read the replies still owed for chunks already sent."""
+        session = self.session
+        assert session is not None
+        for _ in range(replies):
+            session.getreply()
+
+    def _check_size(self, size: int | None) -> None:
+        session = self.session
+        assert session is not None
+        limit = session.esmtp_features.get("size", "")
+        if size and limit.isdigit() and 0 < int(limit) < size:
+            raise PermanentFailure(
+                f"the message is {megabytes(size)} ({size} bytes); "
+                f"{self.relay.address} accepts at most {megabytes(int(limit))}"
+                f" ({limit} bytes)", hint="send large files another way, "
+                "or compress them")
+
+    def _transfer(self, chunks: Iterable[bytes]) -> str:
+        """Send the message text and the final dot (RFC 5321, 4.1.1.4);
+        returns the relay's reply to it."""
         session = self.session
         assert session is not None
         total = 0
         try:
-            for data in dot_stuffed(chunks):
+            for data in coalesced(dot_stuffed(chunks)):
                 session.send_raw(data)
                 total += len(data)
             session.send_raw(b".\r\n")
@@ -450,6 +584,10 @@ class Connection:
             raise
         transcript.info(">>> [message, %d bytes]", total)
         transcript.info(">>> .")
+        code, text = session.getreply()
+        if code != 250:
+            self._fail("message", code, text)
+        return f"{code} {decode_reply(text)}"
 
     @contextmanager
     def _reset_on_refusal(self) -> Iterator[None]:
@@ -471,12 +609,14 @@ class Connection:
         except (smtplib.SMTPException, OSError):
             self.close_quietly()
 
-    def _mail_parameters(self, envelope: Envelope) -> str:
-        """SMTPUTF8 (and 8BITMIME with it) when an address needs it."""
+    def _mail_parameters(self, envelope: Envelope, size: int | None) -> str:
+        """SIZE when the relay takes it; SMTPUTF8 (and 8BITMIME with it)
+        when an address needs it."""
         session = self.session
         assert session is not None
+        declared = f" SIZE={size}" if size and session.has_extn("size") else ""
         if not envelope.smtputf8:
-            return ""
+            return declared
         if not session.has_extn("smtputf8"):
             address = next((a for a in [envelope.sender, *envelope.recipients]
                             if not a.isascii()), "in the headers")
@@ -485,7 +625,7 @@ class Connection:
                             hint="use an ASCII address for this mailbox")
         session.command_encoding = "utf-8"
         body = " BODY=8BITMIME" if session.has_extn("8bitmime") else ""
-        return " SMTPUTF8" + body
+        return declared + " SMTPUTF8" + body
 
     def _command(self, what: str, line: str, *ok: int) -> None:
         session = self.session
@@ -496,15 +636,16 @@ class Connection:
             self._fail(what, code, text)
 
     def close(self) -> None:
-        """QUIT politely; a failure here changes nothing."""
+        """Say QUIT and hang up without waiting for the answer: the
+        messages are delivered, and the reply to QUIT changes nothing."""
         session = self.session
         self.session = None
         if session is None:
             return
-        try:
-            session.quit()
-        except (smtplib.SMTPException, OSError):
-            session.close()
+        transcript.info(">>> QUIT")
+        with suppress(smtplib.SMTPException, OSError):
+            session.send_raw(b"QUIT\r\n")
+        session.close()
 
     def close_quietly(self) -> None:
         """Drop a broken connection without another command."""
@@ -638,13 +779,55 @@ def dot_stuffed(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield b"\r\n"
 
 
-def deliver(settings: Settings, envelope: Envelope,
-            chunks: Iterable[bytes]) -> Outcome:
+
+def coalesced(chunks: Iterable[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+    """Join small chunks into writes of about `size` bytes: fewer system
+    calls and TLS records."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) >= size:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+def bdat_pieces(chunks: Iterable[bytes],
+                size: int | None = None) -> Iterator[tuple[bytes, bool]]:
+    """The message in BDAT chunks of at most `size` bytes (BDAT_CHUNK),
+    each with whether it is the last; the message ends with a line break."""
+    size = size or BDAT_CHUNK
+    pending = bytearray()
+    ends_line = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        pending += chunk
+        ends_line = chunk.endswith(b"\n")
+        while len(pending) > size:
+            yield bytes(pending[:size]), False
+            del pending[:size]
+    if not ends_line:
+        pending += b"\r\n"
+    yield bytes(pending), True
+
+
+def bdat_command(data: bytes, last: bool) -> str:
+    return f"BDAT {len(data)}" + (" LAST" if last else "")
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def deliver(settings: Settings, envelope: Envelope, chunks: Iterable[bytes],
+            size: int | None = None) -> Outcome:
     """Open a connection, send one message, close."""
     connection = Connection(settings)
     try:
         connection.open()
-        outcome = connection.send(envelope, chunks)
+        outcome = connection.send(envelope, chunks, size)
     except BaseException:
         # After a failure (or a signal) there is nothing to say politely.
         connection.close_quietly()
