@@ -363,3 +363,21 @@ def test_flush_uses_one_login_and_pipelines_each_message(start, ca_file, mailrc,
         [r for r in recipients if r != "user3@example.org"]
     assert list(queue.glob("*.json")) == []
     assert b"user3@example.org" in (home / "dead.letter").read_bytes()
+
+
+def test_flush_declares_each_queued_message_size(start, ca_file, mailrc, run,
+                                                 tmp_path):
+    import json
+
+    from servers import free_port
+    queue = tmp_path / "queue"
+    offline = f"set pymail-queue={queue}\nset socket-connect-timeout=2\n"
+    srv = start(*BOTH, size_limit=1_000_000)
+    mailrc(rc_for(srv, ca_file, offline).replace(str(srv.port),
+                                                 str(free_port())))
+    assert run("-s", "sized", "a@example.org", input=b"queued\n").code == 0
+    [meta] = [json.loads(p.read_text()) for p in queue.glob("*.json")]
+    mailrc(rc_for(srv, ca_file, offline))
+    assert run("--flush", meta["id"]).code == 0
+    [got] = srv.messages
+    assert srv.handler.mail_options == [[f"SIZE={len(got.data)}"]]

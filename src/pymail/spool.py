@@ -139,6 +139,13 @@ class Spool:
             while block := stream.read(READ_SIZE):
                 yield block
 
+    def size(self, entry: Entry) -> int | None:
+        """The queued message's length, for the relay's SIZE."""
+        try:
+            return (self.directory / f"{entry.id}.eml").stat().st_size
+        except OSError:
+            return None
+
     def remove(self, entry: Entry) -> None:
         """Take a message out of the queue: the .json first, so that a crash
         in between leaves no half-entry that a flush would send."""
@@ -246,7 +253,8 @@ class Flush:
     def _send(self, connection: Connection, entry: Entry) -> None:
         envelope = Envelope(entry.sender, entry.recipients, entry.utf8)
         try:
-            outcome = connection.send(envelope, self.spool.chunks(entry))
+            outcome = connection.send(envelope, self.spool.chunks(entry),
+                                      self.spool.size(entry))
         except PymailError as error:
             if is_temporary(error):
                 self._defer(entry, error.line())
