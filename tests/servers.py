@@ -50,6 +50,11 @@ class Recorder:
     # Replies to BDAT chunks by their number in the transaction, from 0.
     bdat_replies: dict[int, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    # Per MAIL: how many more MAIL commands had already arrived behind it.
+    ahead: list[int] = field(default_factory=list)
+    # Replies by sender (to MAIL) and by first recipient (to the message).
+    mail_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: dict[str, str] = field(default_factory=dict)
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -63,7 +68,11 @@ class Recorder:
         self.commands.append("MAIL")
         self.mail_options.append(list(options))
         reader = getattr(server, "_reader", None)
-        self.pipelined.append(bool(reader is not None and reader._buffer))
+        buffered = bytes(reader._buffer) if reader is not None else b""
+        self.pipelined.append(bool(buffered))
+        self.ahead.append(buffered.count(b"MAIL FROM:"))
+        if address in self.mail_replies:
+            return self.mail_replies[address]
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from = address
@@ -79,6 +88,8 @@ class Recorder:
 
     async def handle_DATA(self, server: Any, session: Any,
                           envelope: Any) -> str:
+        if envelope.rcpt_tos and envelope.rcpt_tos[0] in self.data_replies:
+            return self.data_replies[envelope.rcpt_tos[0]]
         if self.data_reply:
             return self.data_reply
         self.messages.append(Received(envelope.mail_from,

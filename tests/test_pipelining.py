@@ -381,3 +381,90 @@ def test_flush_declares_each_queued_message_size(start, ca_file, mailrc, run,
     assert run("--flush", meta["id"]).code == 0
     [got] = srv.messages
     assert srv.handler.mail_options == [[f"SIZE={len(got.data)}"]]
+
+
+def queue_messages(run: Any, mailrc: Any, srv: Server, ca_file: Path,
+                   queue: Path, messages: list[tuple[str, str]]) -> list[str]:
+    """Queue (sender, recipient) messages while the relay is away; their
+    ids, oldest first."""
+    import json
+
+    from servers import free_port
+    offline = f"set pymail-queue={queue}\nset socket-connect-timeout=2\n"
+    mailrc(rc_for(srv, ca_file, offline).replace(str(srv.port),
+                                                 str(free_port())))
+    for sender, rcpt in messages:
+        assert run("-r", sender, "-s", rcpt, rcpt, input=b"q\n").code == 0
+    entries = [json.loads(p.read_text()) for p in queue.glob("*.json")]
+    mailrc(rc_for(srv, ca_file, offline))
+    return [e["id"] for e in sorted(entries, key=lambda e: e["created"])]
+
+
+def test_flush_writes_small_messages_in_one_batch(start, ca_file, mailrc, run,
+                                                  tmp_path):
+    srv = start(*BOTH)
+    queue = tmp_path / "queue"
+    ids = queue_messages(run, mailrc, srv, ca_file, queue,
+                         [(USER, f"u{n}@example.org") for n in range(5)])
+    assert run("--flush", *ids).code == 0
+    # Behind the first MAIL, the four other messages had already arrived.
+    assert srv.handler.ahead[0] == 4
+    assert [m.rcpt_tos for m in srv.messages] == \
+        [[f"u{n}@example.org"] for n in range(5)]
+    assert list(queue.glob("*.json")) == []
+
+
+def test_failures_in_a_batch_touch_only_their_message(start, ca_file, mailrc,
+                                                      run, tmp_path, home):
+    import json
+    srv = start(*BOTH)
+    queue = tmp_path / "queue"
+    ids = queue_messages(run, mailrc, srv, ca_file, queue, [
+        (USER, "ok1@example.org"),
+        ("banned@example.com", "ok2@example.org"),
+        (USER, "gone@example.org"),
+        (USER, "later@example.org"),
+        (USER, "spam@example.org"),
+        (USER, "ok3@example.org")])
+    srv.handler.mail_replies = {"banned@example.com": "553 5.7.1 not you"}
+    srv.handler.rcpt_replies = {"gone@example.org": "550 5.1.1 gone",
+                                "later@example.org": "451 4.3.0 later"}
+    srv.handler.data_replies = {"spam@example.org": "554 5.7.1 spam"}
+    result = run("--flush", *ids)
+    assert srv.handler.ahead[0] == 5
+    assert [m.rcpt_tos for m in srv.messages] == [["ok1@example.org"],
+                                                  ["ok3@example.org"]]
+    dead = (home / "dead.letter").read_bytes()
+    for refused in (b"553 5.7.1 not you", b"550 5.1.1 gone",
+                    b"554 5.7.1 spam"):
+        assert refused in dead
+        assert refused.decode() in result.err
+    # The temporary refusal stays queued, with its reason.
+    [left] = [json.loads(p.read_text()) for p in queue.glob("*.json")]
+    assert left["recipients"] == ["later@example.org"]
+    assert "451 4.3.0 later" in left["last_error"]
+
+
+def test_connection_lost_mid_batch_keeps_the_unanswered(raw_tls, mailrc, run,
+                                                        ca_file, tmp_path,
+                                                        cert):
+    import json
+    srv = start_server(cert=cert, extensions=BOTH)
+    queue = tmp_path / "queue"
+    try:
+        ids = queue_messages(run, mailrc, srv, ca_file, queue,
+                             [(USER, f"u{n}@example.org") for n in range(3)])
+    finally:
+        srv.stop()
+    # Answers the first message of the batch in full, then hangs up.
+    raw = raw_tls(["220 hi", "250-x\r\n250-PIPELINING\r\n250 CHUNKING",
+                   "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 queued", None])
+    mailrc(f"set from={USER}\nset smtp=smtps://127.0.0.1:{raw.port}\n"
+           f"set ssl-ca-file={ca_file}\nset pymail-queue={queue}\n")
+    result = run("--flush", *ids)
+    assert result.code == 0, result.err
+    left = sorted((json.loads(p.read_text()) for p in queue.glob("*.json")),
+                  key=lambda e: e["created"])
+    assert [e["id"] for e in left] == ids[1:]
+    assert all("closed the connection" in e["last_error"] for e in left)
+    assert all(e["attempts"] == 2 for e in left)

@@ -435,6 +435,88 @@ class Connection:
                 return self._pipelined(envelope, mail, chunks, pieces)
             return self._stepwise(envelope, mail, chunks, pieces)
 
+    def batchable(self, size: int | None) -> bool:
+        """Can a message of this size go in a batch (send_batch)?"""
+        session = self.session
+        return (session is not None and size is not None
+                and size <= BDAT_CHUNK and session.has_extn("pipelining")
+                and session.has_extn("chunking"))
+
+    def send_batch(self, messages: list[tuple[Envelope, Iterable[bytes],
+                                              int | None]]
+                   ) -> list[Outcome | PymailError]:
+        """Send small messages without waiting between them.
+
+        Each message is RSET, MAIL, RCPT... and one `BDAT n LAST` (see
+        batchable); the groups of all of them leave before any reply is read
+        (RFC 2920 lets a client pipeline across transactions), then every
+        reply is read in order. The result for each message is its outcome,
+        or the error that stopped it; the RSET in front of each group makes
+        one message's failure no concern of the next.
+        """
+        session = self.session
+        assert session is not None
+        results: list[Outcome | PymailError] = []
+        sent: list[tuple[int, Envelope]] = []
+        lines: list[str] = []
+        data: list[bytes] = []
+        for envelope, chunks, size in messages:
+            try:
+                self._check_size(size)
+                mail = (f"MAIL FROM:<{envelope.sender}>"
+                        + self._mail_parameters(envelope, size))
+                text = b"".join(piece for piece, _ in bdat_pieces(
+                    chunks, size=BDAT_CHUNK * 2))
+            except PymailError as error:
+                results.append(error)
+                continue
+            sent.append((len(results), envelope))
+            results.append(Outcome())
+            group = ["RSET", mail,
+                     *(f"RCPT TO:<{r}>" for r in envelope.recipients),
+                     bdat_command(text, True)]
+            lines.extend(group)
+            data.append(self._encoded(group) + text)
+        if not sent:
+            return results
+        try:
+            with self._errors("sending"):
+                for line in lines:
+                    transcript.info(">>> %s", line)
+                session.send_raw(b"".join(data))
+                for index, envelope in sent:
+                    results[index] = self._batch_reply(envelope)
+        except PymailError as error:
+            # What was not answered is not known to be delivered.
+            for index, _ in sent:
+                outcome = results[index]
+                if isinstance(outcome, Outcome) and not outcome.reply and \
+                        not outcome.refused:
+                    results[index] = error
+        return results
+
+    def _batch_reply(self, envelope: Envelope) -> Outcome | PymailError:
+        """Read the replies to one message's group of a batch."""
+        session = self.session
+        assert session is not None
+        outcome = Outcome()
+        session.getreply()  # to RSET
+        code, text = session.getreply()
+        refused_mail = None if code == 250 else \
+            self._error("MAIL FROM", code, text)
+        for recipient in envelope.recipients:
+            code, text = session.getreply()
+            if refused_mail is None:
+                self._recipient(outcome, recipient, code, text)
+        code, text = session.getreply()
+        if refused_mail is not None:
+            return refused_mail
+        if outcome.accepted:
+            if code != 250:
+                return self._error("message", code, text)
+            outcome.reply = f"{code} {decode_reply(text)}"
+        return outcome
+
     def _stepwise(self, envelope: Envelope, mail: str, chunks: Iterable[bytes],
                   pieces: Iterator[tuple[bytes, bool]] | None) -> Outcome:
         """One command, one reply: for relays without PIPELINING."""
@@ -516,14 +598,19 @@ class Connection:
             transcript.info(">>> %s", line)
         if data:
             transcript.info(">>> [message, %d bytes]", len(data))
-        encoding = session.command_encoding
-        group = b"".join(f"{line}\r\n".encode(encoding) for line in lines)
+        group = self._encoded(lines)
         try:
             session.send_raw(group + data)
         except BaseException:
             # Half a group or chunk cannot be taken back: hang up.
             self.close_quietly()
             raise
+
+    def _encoded(self, lines: list[str]) -> bytes:
+        session = self.session
+        assert session is not None
+        encoding = session.command_encoding
+        return b"".join(f"{line}\r\n".encode(encoding) for line in lines)
 
     def _upload(self, pieces: Iterator[tuple[bytes, bool]], *,
                 window: int) -> str:

@@ -29,7 +29,7 @@ from pymail.errors import (
     TemporaryFailure,
 )
 from pymail.files import write_all
-from pymail.relay import Connection, Envelope
+from pymail.relay import Connection, Envelope, Outcome
 from pymail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 16
 FIRST_RETRY = 60.0
 LONGEST_WAIT = 3600.0
+# A batch written before its replies are read: its messages, its bytes.
+BATCH = 20
+BATCH_BYTES = 4 << 20
 
 
 @dataclass
@@ -238,15 +241,31 @@ class Flush:
         if connection.relay.address != relay:
             log.info("queued for %s; sending through %s, the relay "
                      "configured now", relay, connection.relay.address)
+        batch: list[Entry] = []
+        held = 0
         try:
-            for entry in group:
-                if connection.session is None:
-                    try:
-                        connection.open()
-                    except PymailError as error:
-                        self._defer_rest(group, entry, error)
+            for i, entry in enumerate(group):
+                if connection.session is None and not self._open(
+                        connection, group[i:]):
+                    return
+                size = self.spool.size(entry)
+                if connection.batchable(size):
+                    batch.append(entry)
+                    held += size or 0
+                    if len(batch) < BATCH and held < BATCH_BYTES:
+                        continue
+                    self._send_batch(connection, batch)
+                    batch, held = [], 0
+                    continue
+                if batch:  # oldest first
+                    self._send_batch(connection, batch)
+                    batch, held = [], 0
+                    if connection.session is None and not self._open(
+                            connection, group[i:]):
                         return
                 self._send(connection, entry)
+            if batch:
+                self._send_batch(connection, batch)
         finally:
             connection.close()
 
@@ -256,11 +275,28 @@ class Flush:
             outcome = connection.send(envelope, self.spool.chunks(entry),
                                       self.spool.size(entry))
         except PymailError as error:
-            if is_temporary(error):
-                self._defer(entry, error.line())
-            else:
-                self._to_dead_letter(entry, entry.recipients, error.line())
+            self._settle(entry, error)
             return
+        self._settle(entry, outcome)
+
+    def _send_batch(self, connection: Connection, batch: list[Entry]) -> None:
+        """Small messages in one write, their replies read after (see
+        Connection.send_batch): one round trip for the lot."""
+        results = connection.send_batch([
+            (Envelope(e.sender, e.recipients, e.utf8), self.spool.chunks(e),
+             self.spool.size(e)) for e in batch])
+        for entry, result in zip(batch, results, strict=True):
+            self._settle(entry, result)
+
+    def _settle(self, entry: Entry, result: Outcome | PymailError) -> None:
+        """Remove, defer or keep in dead.letter, by what the relay said."""
+        if isinstance(result, PymailError):
+            if is_temporary(result):
+                self._defer(entry, result.line())
+            else:
+                self._to_dead_letter(entry, entry.recipients, result.line())
+            return
+        outcome = result
         later = [r for r, e in outcome.refused.items() if is_temporary(e)]
         never = [r for r, e in outcome.refused.items() if not is_temporary(e)]
         if outcome.reply:
@@ -277,15 +313,20 @@ class Flush:
         elif not never:
             self.spool.remove(entry)
 
-    def _defer_rest(self, group: list[Entry], start: Entry,
-                    error: PymailError) -> None:
-        """The relay cannot be reached or refuses the login: the messages
-        stay queued. A refused login or a TLS failure needs a person."""
-        for entry in group[group.index(start):]:
-            self._defer(entry, error.line())
-        if not is_temporary(error):
-            print(f"pymail: flush: {error.line()}", file=sys.stderr)
-            self.report.failure = error.code
+    def _open(self, connection: Connection, waiting: list[Entry]) -> bool:
+        """Connect and log in. When the relay cannot be reached or refuses
+        the login, the waiting messages stay queued; a refused login or a
+        TLS failure needs a person."""
+        try:
+            connection.open()
+        except PymailError as error:
+            for entry in waiting:
+                self._defer(entry, error.line())
+            if not is_temporary(error):
+                print(f"pymail: flush: {error.line()}", file=sys.stderr)
+                self.report.failure = error.code
+            return False
+        return True
 
     def _defer(self, entry: Entry, error: str) -> None:
         entry.back_off(error, self.now)
