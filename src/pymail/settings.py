@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_RC = Path("/etc/mail.rc")
 SYSTEM_ENV = Path("/etc/pymail.env")
+SYSTEM_CACHE = Path("/var/cache/pymail")
 ENV_PREFIX = "PYMAIL_"
 ENV_FILE_VARIABLE = "PYMAIL_ENV_FILE"
 
@@ -445,6 +446,17 @@ def user_env_file() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME")
     config = Path(base) if base else home_dir() / ".config"
     return config / "pymail" / "pymail.env"
+
+
+def cache_dir() -> Path:
+    """Where pymail keeps what it can rebuild (the hashed CA directory).
+    Root's is /var/cache/pymail: under sudo, $HOME may be another user's."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base:
+        return Path(base) / "pymail"
+    if os.geteuid() == 0:
+        return SYSTEM_CACHE
+    return home_dir() / ".cache" / "pymail"
 
 
 def env_name(key: str) -> str | None:
