@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
-from pymail.cli import setup_logging
 from pymail.errors import (
     EX_SOFTWARE,
     EX_USAGE,
@@ -29,6 +28,7 @@ from pymail.message import (
     split_header_block,
     usable_charset,
 )
+from pymail.notices import setup_logging
 from pymail.relay import Envelope
 from pymail.settings import Settings, resolve_variables
 

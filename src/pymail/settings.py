@@ -437,6 +437,16 @@ def home_dir() -> Path:
         return Path("/")
 
 
+def default_user() -> str:
+    """The local user name, for a From address when nothing else is set."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "root")
+
+
 def user_rc() -> Path:
     mailrc = os.environ.get("MAILRC")
     return Path(os.path.expanduser(mailrc)) if mailrc else home_dir() / ".mailrc"
