@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 
+import idna
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz_targets import fuzz_addresses, fuzz_header_block, fuzz_mailrc
 from pymail.addresses import ADDR_SPEC
+from pymail.settings import LDH_NAME
 
 # FUZZ_EXAMPLES=5000 makes a longer run.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -78,6 +80,15 @@ SPELLED_OUT = re.compile(
 def test_address_syntax_is_the_spelled_out_one(text: str) -> None:
     assert bool(ADDR_SPEC.fullmatch(text)) == \
         bool(SPELLED_OUT.fullmatch(text))
+
+
+@SHORT
+@given(st.lists(st.sampled_from(["a", "Z", "9", "-", "--", ".", "xn--",
+                                 "a" * 60]), max_size=12).map("".join))
+def test_plain_host_names_are_valid_idna(host: str) -> None:
+    """A host valid_host accepts without idna, idna accepts too."""
+    if LDH_NAME.fullmatch(host):
+        idna.encode(host, uts46=True)
 
 
 @SHORT

@@ -48,6 +48,10 @@ DEFAULT_TIMEOUT = 30.0
 MAX_WAIT = 86400.0
 MAX_LIFETIME = 365 * 86400.0
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+# Names of letters, digits and inner hyphens (RFC 1123 2.1), no `--` where
+# IDNA reserves it (RFC 5891 4.2.3.1), 253 characters at most: valid IDNA.
+_LDH_LABEL = r"(?!..--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+LDH_NAME = re.compile(rf"(?=.{{1,253}}\Z)(?:{_LDH_LABEL}\.)*{_LDH_LABEL}")
 DEFAULT_LIFETIME = 5 * 86400.0
 DEFAULT_DEADLINE = 300.0
 
@@ -417,6 +421,8 @@ def valid_host(host: str) -> bool:
     """A name that can be looked up: IDNA-encodable, or an IP literal."""
     if ":" in host:  # IPv6, from [..]
         return True
+    if LDH_NAME.fullmatch(host):
+        return True  # as IDNA leaves it; no need to import idna
     try:
         import idna
 
