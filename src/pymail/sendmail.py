@@ -128,16 +128,17 @@ def run(program: str, args: list[str]) -> int:
     for ignored in options.ignored:
         log.info("sendmail option %s ignored", ignored)
     settings = resolve_variables(read_system=True, assignments=[])
-    from pymail import maintenance
     from pymail.notices import check_secrets
 
     check_secrets(settings)
+    if options.mode == "send":
+        return send(settings, options, read_message(options.ignore_dots))
+    from pymail import maintenance
+
     if options.mode == "flush":
         # sendmail -q runs the queue now, whatever the back-off.
         return maintenance.flush(settings, [], everything=True)
-    if options.mode == "list":
-        return maintenance.list_queue(settings)
-    return send(settings, options, read_message(options.ignore_dots))
+    return maintenance.list_queue(settings)
 
 
 def send(settings: Settings, options: Options, data: bytes) -> int:
