@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
@@ -11,8 +10,6 @@ import click
 
 from pymail import __version__
 from pymail.errors import EX_SOFTWARE, EX_USAGE, PymailError
-
-log = logging.getLogger("pymail")
 
 # Options that take a value, for finding a `--` that ends pymail's options.
 VALUE_OPTIONS = frozenset("scbraSMqCA")
@@ -60,7 +57,11 @@ def parse_sendmail_args(args: list[str]) -> str | None:
         if arg[:2] in ("-f", "-r") and len(arg) > 2:
             sender = arg[2:]
         else:
-            log.info("sendmail option %s ignored", arg)
+            # Here, not at the top: --version and --help need no logging.
+            import logging
+
+            logging.getLogger("pymail").info("sendmail option %s ignored",
+                                             arg)
         i += 1
     return sender
 
