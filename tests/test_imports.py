@@ -55,6 +55,7 @@ def test_version_and_help_need_no_tls_and_no_email(option):
     modules = loaded("pymail", option)
     assert "click" in modules
     assert modules.isdisjoint(TLS_AND_EMAIL)
+    assert modules.isdisjoint({"logging", "pymail.settings"})
 
 
 def test_a_send_without_env_file_needs_no_dotenv(server, mailrc, ca_file,
