@@ -152,6 +152,21 @@ def test_a_cache_in_a_directory_others_can_change_is_not_used(
     assert entries(shared / "cache" / "pymail") == []
 
 
+def test_a_group_writable_umask_still_gives_a_private_cache(
+        server, mailrc, run, ca_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "new" / "cache"))
+    old = os.umask(0o002)
+    try:
+        result = send(run, mailrc, server.port,
+                      f"set ssl-ca-file={ca_file}\n", "-v")
+    finally:
+        os.umask(old)
+    assert result.code == 0, result.err
+    assert "loading the CA bundles as files" not in result.err
+    for made in (tmp_path / "new", tmp_path / "new" / "cache"):
+        assert (made.stat().st_mode & 0o777) == 0o700
+
+
 def test_without_openssl_the_bundles_are_read_as_files(
         outsider, server, mailrc, run, ca_file, cache, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))

@@ -53,7 +53,7 @@ def hashed_dir(bundles: list[str], cache: str) -> str | None:
 
 
 def _entry(bundles: list[str], cache: str) -> str:
-    os.makedirs(cache, mode=0o700, exist_ok=True)
+    make_private_dirs(cache)
     base = os.path.realpath(cache)
     entry = os.path.join(base, PREFIX + entry_key(bundles))
     try:
@@ -66,6 +66,16 @@ def _entry(bundles: list[str], cache: str) -> str:
         with suppress(OSError):  # a read-only cache serves as well
             os.utime(entry)
     return entry
+
+
+def make_private_dirs(path: str) -> None:
+    """mkdir -p, each directory made 0700 whatever the umask: with 002,
+    a ~/.cache made 0775 would make the cache unusable."""
+    parent = os.path.dirname(path)
+    if parent != path and not os.path.isdir(parent):
+        make_private_dirs(parent)
+    with suppress(FileExistsError):
+        os.mkdir(path, 0o700)
 
 
 def entry_key(bundles: list[str]) -> str:
