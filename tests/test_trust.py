@@ -230,3 +230,5 @@ def test_where_the_cache_is(home, monkeypatch):
     assert settings.cache_dir() == Path("/var/cache/pymail")
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     assert settings.cache_dir() == home / "cache" / "pymail"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert settings.cache_dir() == Path("/var/cache/pymail")

@@ -468,7 +468,7 @@ def cache_dir() -> Path:
     """Where pymail keeps what it can rebuild (the hashed CA directory).
     Root's is /var/cache/pymail: under sudo, $HOME may be another user's."""
     base = os.environ.get("XDG_CACHE_HOME")
-    if base:
+    if base and os.path.isabs(base):  # a relative one is invalid (XDG)
         return Path(base) / "pymail"
     if os.geteuid() == 0:
         return SYSTEM_CACHE

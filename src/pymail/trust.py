@@ -65,7 +65,11 @@ def load_default_cas(context: ssl.SSLContext) -> None:
 def certifi_bundle() -> str:
     """certifi's cacert.pem, found without importing certifi, which costs
     more than the rest of the TLS setup; where() when it is not beside the
-    package (in a zip, or a distribution's certifi that points elsewhere)."""
+    package (in a zip, or a distribution's certifi that points elsewhere).
+
+    A where() replaced when certifi is imported (certifi-linux) is not
+    consulted: the Mozilla bundle beside it is trusted, as documented, and
+    the system's CAs are trusted anyway."""
     import importlib.util
 
     spec = importlib.util.find_spec("certifi")
