@@ -84,15 +84,22 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: the hashed CA directory is built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, home: Path,
-             tmp_path: Path) -> None:
+             tmp_path: Path, cache_home: Path) -> None:
     """No test reads the machine's /etc files or the tester's environment."""
     for key in list(os.environ):
         if key.startswith("PYMAIL_") or key in ("MAILRC", "DEAD",
                                                 "XDG_CONFIG_HOME"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     monkeypatch.setattr(settings_module, "SYSTEM_RC", tmp_path / "etc-mail.rc")
     monkeypatch.setattr(settings_module, "SYSTEM_ENV",
                         tmp_path / "etc-pymail.env")

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from pymail.addresses import expand, parse_list
-from pymail.cli import Request
 from pymail.errors import PymailError
 from pymail.message import Draft, Message
 from pymail.rcfile import Interpreter, RcState, logical_lines
+from pymail.request import Request
 from pymail.send import parse_input, senders_of
 from pymail.settings import Settings
 

@@ -4,11 +4,15 @@ result or a pymail error, never a crash or an added header line."""
 from __future__ import annotations
 
 import os
+import re
 
+import idna
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz_targets import fuzz_addresses, fuzz_header_block, fuzz_mailrc
+from pymail.addresses import ADDR_SPEC
+from pymail.settings import LDH_NAME
 
 # FUZZ_EXAMPLES=5000 makes a longer run.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -58,6 +62,33 @@ def test_address_bytes(data: bytes) -> None:
 @given(address_text)
 def test_address_text(text: str) -> None:
     fuzz_addresses(text.encode("utf-8", "surrogatepass"))
+
+
+# ADDR_SPEC as first written, spelling non-ASCII out: slow to compile.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_LABEL = (r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*"
+          r"[A-Za-z0-9\u0080-\U0010ffff])?")
+SPELLED_OUT = re.compile(
+    rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[^"\\\r\n]|\\.)*")'
+    rf"@(?:{_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\\s]+\])")
+
+
+@SHORT
+@given(address_text | st.text(alphabet=st.sampled_from(
+    list("aZ9!#$%&'*+/=?^_`{|}~-.@\"()<>,;:[]\\ \t\r\n\x00\x7f\x80é")
+    + ["\U0010ffff", "\ud800", "。"]), max_size=12))
+def test_address_syntax_is_the_spelled_out_one(text: str) -> None:
+    assert bool(ADDR_SPEC.fullmatch(text)) == \
+        bool(SPELLED_OUT.fullmatch(text))
+
+
+@SHORT
+@given(st.lists(st.sampled_from(["a", "Z", "9", "-", "--", ".", "xn--",
+                                 "a" * 60]), max_size=12).map("".join))
+def test_plain_host_names_are_valid_idna(host: str) -> None:
+    """A host valid_host accepts without idna, idna accepts too."""
+    if LDH_NAME.fullmatch(host):
+        idna.encode(host, uts46=True)
 
 
 @SHORT

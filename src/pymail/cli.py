@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
-import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -14,35 +11,9 @@ import click
 from pymail import __version__
 from pymail.errors import EX_SOFTWARE, EX_USAGE, PymailError
 
-log = logging.getLogger("pymail")
-
 # Options that take a value, for finding a `--` that ends pymail's options.
 VALUE_OPTIONS = frozenset("scbraSMqCA")
 FLAG_OPTIONS = frozenset("nEvVt")
-
-
-@dataclass
-class Request:
-    """What the command line asked for."""
-
-    to: tuple[str, ...]
-    subject: str | None = None
-    cc: tuple[str, ...] = ()
-    bcc: tuple[str, ...] = ()
-    from_: str | None = None
-    attach: tuple[str, ...] = ()
-    assign: tuple[str, ...] = ()
-    read_system: bool = True
-    skip_empty: bool = False
-    verbose: bool = False
-    debug: bool = False
-    envelope_sender: str | None = None
-    sendmail_args: list[str] = field(default_factory=list)
-    body_type: str = "text/plain"
-    quote_file: str | None = None
-    custom_headers: tuple[str, ...] = ()
-    read_headers: bool = False
-    account: str | None = None
 
 
 def split_sendmail_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -86,7 +57,11 @@ def parse_sendmail_args(args: list[str]) -> str | None:
         if arg[:2] in ("-f", "-r") and len(arg) > 2:
             sender = arg[2:]
         else:
-            log.info("sendmail option %s ignored", arg)
+            # Here, not at the top: --version and --help need no logging.
+            import logging
+
+            logging.getLogger("pymail").info("sendmail option %s ignored",
+                                             arg)
         i += 1
     return sender
 
@@ -169,6 +144,9 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
     if options.pop("version"):
         click.echo(f"pymail {__version__}")
         return
+    from pymail.notices import setup_logging
+    from pymail.request import Request
+
     verbose, debug = options["verbose"], options["debug"]
     setup_logging(verbose or debug, debug)
     if options.pop("demo"):
@@ -222,18 +200,6 @@ def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
     return maintenance.resend(settings, args)
 
 
-def setup_logging(verbose: bool, debug: bool) -> None:
-    """-v shows notes and the SMTP dialogue; warnings are always shown."""
-    logger = logging.getLogger("pymail")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("pymail: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else
-                    logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and turn every outcome into an exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -260,11 +226,3 @@ def main(argv: list[str] | None = None) -> None:
                    err=True)
         code = EX_SOFTWARE
     sys.exit(code or 0)
-
-
-def default_user() -> str:
-    """The local user name, for a From address when nothing else is set."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER", "root")

@@ -19,10 +19,15 @@ from functools import partial
 from types import FrameType
 
 from pymail import deadletter, notices
-from pymail.errors import EX_OK, NoInputError, PymailError, TemporaryFailure
+from pymail.errors import (
+    EX_OK,
+    NoInputError,
+    PymailError,
+    TemporaryFailure,
+    is_temporary,
+)
 from pymail.relay import Envelope, Outcome
 from pymail.settings import Settings
-from pymail.spool import Spool, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,8 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
     failure when it is on, else dead.letter."""
     directory = settings.queue_dir()
     if directory is not None and is_temporary(error):
+        from pymail.spool import Spool
+
         try:
             entry = Spool(directory).store(
                 sent.envelope.sender, recipients, sent.chunks(),

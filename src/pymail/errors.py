@@ -82,3 +82,8 @@ class ProtocolFailure(DeliveryError):
 
 class AuthFailure(DeliveryError):
     code = EX_NOPERM
+
+
+def is_temporary(error: PymailError) -> bool:
+    """Failures worth another try later; 5xx and configuration are not."""
+    return isinstance(error, TemporaryFailure)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import mimetypes
 import os
 import re
 import secrets
@@ -199,6 +198,8 @@ class Attachment:
             raise NoInputError(f"attachment {name}: {reason}") from exc
         # A name made on a GBK or Latin-1 system is not UTF-8: decode it.
         display = clean_name(decode_text(os.fsencode(path.name), fallbacks))
+        import mimetypes  # attachments only
+
         content_type, encoding = mimetypes.guess_type(display, strict=False)
         if content_type is None or encoding is not None:
             content_type = "application/octet-stream"

@@ -19,6 +19,18 @@ from pymail.settings import Settings
 log = logging.getLogger("pymail")
 
 
+def setup_logging(verbose: bool, debug: bool) -> None:
+    """-v shows notes and the SMTP dialogue; warnings are always shown."""
+    logger = logging.getLogger("pymail")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pymail: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else
+                    logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
 def advise(settings: Settings, text: str) -> None:
     """Show a warning to a person, or record it in the delivery log."""
     if sys.stderr is not None and (sys.stderr.isatty() or

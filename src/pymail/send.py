@@ -15,7 +15,6 @@ from pathlib import Path
 
 from pymail import deadletter
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
-from pymail.cli import Request, default_user
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
 from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
 from pymail.files import read_regular
@@ -33,7 +32,8 @@ from pymail.message import (
 )
 from pymail.notices import check_secrets
 from pymail.relay import Envelope, deliver
-from pymail.settings import Settings, home_dir, resolve_variables
+from pymail.request import Request
+from pymail.settings import Settings, default_user, home_dir, resolve_variables
 
 log = logging.getLogger(__name__)
 

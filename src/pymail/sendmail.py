@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
-from pymail.cli import setup_logging
 from pymail.errors import (
     EX_SOFTWARE,
     EX_USAGE,
@@ -29,6 +28,7 @@ from pymail.message import (
     split_header_block,
     usable_charset,
 )
+from pymail.notices import setup_logging
 from pymail.relay import Envelope
 from pymail.settings import Settings, resolve_variables
 
@@ -128,16 +128,17 @@ def run(program: str, args: list[str]) -> int:
     for ignored in options.ignored:
         log.info("sendmail option %s ignored", ignored)
     settings = resolve_variables(read_system=True, assignments=[])
-    from pymail import maintenance
     from pymail.notices import check_secrets
 
     check_secrets(settings)
+    if options.mode == "send":
+        return send(settings, options, read_message(options.ignore_dots))
+    from pymail import maintenance
+
     if options.mode == "flush":
         # sendmail -q runs the queue now, whatever the back-off.
         return maintenance.flush(settings, [], everything=True)
-    if options.mode == "list":
-        return maintenance.list_queue(settings)
-    return send(settings, options, read_message(options.ignore_dots))
+    return maintenance.list_queue(settings)
 
 
 def send(settings: Settings, options: Options, data: bytes) -> int:

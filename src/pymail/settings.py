@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_RC = Path("/etc/mail.rc")
 SYSTEM_ENV = Path("/etc/pymail.env")
+SYSTEM_CACHE = Path("/var/cache/pymail")
 ENV_PREFIX = "PYMAIL_"
 ENV_FILE_VARIABLE = "PYMAIL_ENV_FILE"
 
@@ -47,6 +48,10 @@ DEFAULT_TIMEOUT = 30.0
 MAX_WAIT = 86400.0
 MAX_LIFETIME = 365 * 86400.0
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+# Names of letters, digits and inner hyphens (RFC 1123 2.1), no `--` where
+# IDNA reserves it (RFC 5891 4.2.3.1), 253 characters at most: valid IDNA.
+_LDH_LABEL = r"(?!..--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+LDH_NAME = re.compile(rf"(?=.{{1,253}}\Z)(?:{_LDH_LABEL}\.)*{_LDH_LABEL}")
 DEFAULT_LIFETIME = 5 * 86400.0
 DEFAULT_DEADLINE = 300.0
 
@@ -416,6 +421,8 @@ def valid_host(host: str) -> bool:
     """A name that can be looked up: IDNA-encodable, or an IP literal."""
     if ":" in host:  # IPv6, from [..]
         return True
+    if LDH_NAME.fullmatch(host):
+        return True  # as IDNA leaves it; no need to import idna
     try:
         import idna
 
@@ -436,6 +443,16 @@ def home_dir() -> Path:
         return Path("/")
 
 
+def default_user() -> str:
+    """The local user name, for a From address when nothing else is set."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "root")
+
+
 def user_rc() -> Path:
     mailrc = os.environ.get("MAILRC")
     return Path(os.path.expanduser(mailrc)) if mailrc else home_dir() / ".mailrc"
@@ -445,6 +462,17 @@ def user_env_file() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME")
     config = Path(base) if base else home_dir() / ".config"
     return config / "pymail" / "pymail.env"
+
+
+def cache_dir() -> Path:
+    """Where pymail keeps what it can rebuild (the hashed CA directory).
+    Root's is /var/cache/pymail: under sudo, $HOME may be another user's."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if base and os.path.isabs(base):  # a relative one is invalid (XDG)
+        return Path(base) / "pymail"
+    if os.geteuid() == 0:
+        return SYSTEM_CACHE
+    return home_dir() / ".cache" / "pymail"
 
 
 def env_name(key: str) -> str | None:

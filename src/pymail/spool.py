@@ -26,7 +26,7 @@ from pymail import deadletter
 from pymail.errors import (
     NoInputError,
     PymailError,
-    TemporaryFailure,
+    is_temporary,
 )
 from pymail.files import write_all
 from pymail.relay import Connection, Envelope, Outcome
@@ -179,11 +179,6 @@ def _sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def is_temporary(error: PymailError) -> bool:
-    """Failures worth another try later; 5xx and configuration are not."""
-    return isinstance(error, TemporaryFailure)
 
 
 @dataclass

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import ssl
 from pathlib import Path
 
+from pymail import cadir
 from pymail.errors import ConfigError
-from pymail.settings import Settings
+from pymail.settings import Settings, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,50 @@ def make_context(settings: Settings, *, verify: bool | None = None) -> ssl.SSLCo
     context.check_hostname = True
     if not settings.flag("tls-ca-no-defaults") and \
             not settings.flag("ssl-no-default-ca"):
-        import certifi
-
-        context.load_verify_locations(cafile=certifi.where())
-        context.set_default_verify_paths()
+        load_default_cas(context)
     _load_ca(context, settings, ("tls-ca-file", "ssl-ca-file"), "cafile")
     _load_ca(context, settings, ("tls-ca-dir", "ssl-ca-dir"), "capath")
     return context
+
+
+def load_default_cas(context: ssl.SSLContext) -> None:
+    """certifi's bundle and what set_default_verify_paths() would add: the
+    system's bundle and hashed directory. The bundles come from the hashed
+    directory cached for them when there is one (see cadir)."""
+    paths = ssl.get_default_verify_paths()
+    bundles = [certifi_bundle()]
+    if paths.cafile and os.path.realpath(paths.cafile) != \
+            os.path.realpath(bundles[0]):
+        bundles.append(paths.cafile)
+    capath = cadir.hashed_dir(bundles, str(cache_dir()))
+    if capath is None:
+        context.load_verify_locations(cafile=bundles[0])
+        context.set_default_verify_paths()
+        return
+    context.load_verify_locations(capath=capath)
+    # As OpenSSL reads it: SSL_CERT_DIR may list several directories.
+    system = os.environ.get(paths.openssl_capath_env) or paths.openssl_capath
+    context.load_verify_locations(capath=system)
+
+
+def certifi_bundle() -> str:
+    """certifi's cacert.pem, found without importing certifi, which costs
+    more than the rest of the TLS setup; where() when it is not beside the
+    package (in a zip, or a distribution's certifi that points elsewhere).
+
+    A where() replaced when certifi is imported (certifi-linux) is not
+    consulted: the Mozilla bundle beside it is trusted, as documented, and
+    the system's CAs are trusted anyway."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("certifi")
+    if spec is not None and spec.origin:
+        bundle = os.path.join(os.path.dirname(spec.origin), "cacert.pem")
+        if os.path.isfile(bundle):
+            return bundle
+    import certifi
+
+    return certifi.where()
 
 
 def fingerprint(settings: Settings) -> str | None:
