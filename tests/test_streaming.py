@@ -3,22 +3,39 @@ written as a stream, and the progress bar on a terminal."""
 
 from __future__ import annotations
 
+import mailbox
+import random
+import re
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import recipe
+from pymail import deadletter, spool
 from pymail.addresses import Mailbox
+from pymail.errors import NoInputError
 from pymail.message import BASE64_LINE, BASE64_SLICE, Attachment, Draft, Message
 from pymail.sendmail import Options, rebuild
 from pymail.settings import resolve_variables
-from servers import USER
+from servers import USER, Received, Recorder, free_port, start_server
 
 TO = "ops@example.org"
+MIB = 1 << 20
+
+
+@pytest.fixture
+def queue_dir(tmp_path: Path) -> Path:
+    return tmp_path / "queue"
 
 
 @contextmanager
@@ -122,8 +139,6 @@ def test_attachment_is_sent_as_long_as_it_was_when_opened(tmp_path) -> None:
 
 
 def test_attachment_that_shrinks_is_an_error(tmp_path) -> None:
-    from pymail.errors import NoInputError
-
     path = tmp_path / "rotated.log"
     path.write_bytes(b"x" * 100_000)
     attachment = Attachment.open(str(path))
@@ -139,3 +154,201 @@ def test_pseudo_file_is_read_when_opened() -> None:
     assert attachment.size > 0
     assert_exact(message(b"", [attachment]))
     attachment.close()
+
+
+# dead.letter, written as a stream ---------------------------------------------
+
+def mboxrd(data: bytes) -> bytes:
+    """What mbox_text must write, computed on the whole message at once."""
+    lines = data.replace(b"\r\n", b"\n").split(b"\n")
+    text = b"\n".join(b">" + line if re.match(rb">*From ", line) else line
+                      for line in lines)
+    return text if text.endswith(b"\n") else text + b"\n"
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """data in chunks, cut at the given offsets."""
+    edges = [0, *sorted(p % (len(data) + 1) for p in points), len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+
+
+tricky = st.lists(st.sampled_from([b"From ", b">", b"From", b" ", b"\r",
+                                   b"\n", b"\r\n", b"x", b"rom "]),
+                  max_size=60).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=tricky, points=st.lists(st.integers(0, 400), max_size=12),
+       block=st.sampled_from([6, 7, 11, 1 << 16]))
+def test_mbox_text_quotes_whatever_the_chunks(data: bytes, points: list[int],
+                                              block: int) -> None:
+    """The same bytes as quoting the whole message, however it is cut into
+    chunks, and with lines longer than a block written in parts."""
+    with mock.patch.object(deadletter, "BLOCK", block):
+        written = b"".join(deadletter.mbox_text(cut(data, points)))
+    assert written == mboxrd(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines=st.lists(st.sampled_from([b"From me", b">From you", b"", b".",
+                                       b"x" * 30, b">>From ", b"Fro"]),
+                      max_size=30),
+       points=st.lists(st.integers(0, 400), max_size=8))
+def test_kept_entry_reads_back_as_the_message(lines: list[bytes],
+                                              points: list[int]) -> None:
+    message = b"Subject: x\r\n\r\n" + b"".join(line + b"\r\n" for line in lines)
+    entry = b"".join(deadletter.mbox_entry(
+        USER, cut(message, points), recipients=[TO]))
+    [raw] = deadletter.raw_entries(entry)
+    kept = deadletter.read_entry(raw)
+    assert kept.message == message
+    assert kept.recipients == [TO]
+
+
+def test_failed_writing_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "dead.letter"
+    path.write_bytes(OLD_ENTRY)
+    path.chmod(0o600)
+
+    def pieces() -> Iterator[bytes]:
+        yield b"From bot@example.com Thu Jan  1 00:00:00 2026\n"
+        yield b"Subject: half\n\n" + b"x" * 100_000
+        raise NoInputError("attachment gone")
+
+    with pytest.raises(NoInputError):
+        deadletter.append_private(path, pieces())
+    assert path.read_bytes() == OLD_ENTRY
+
+
+OLD_ENTRY = (b"From someone Thu Jan  1 00:00:00 2026\nSubject: older\n\n"
+             b"kept before\n\n")
+
+
+@dataclass
+class Refuser(Recorder):
+    """Reads the whole message, keeps it, then refuses it; `then` runs
+    before the refusal."""
+
+    then: Callable[[], None] | None = None
+
+    async def handle_DATA(self, server: Any, session: Any,
+                          envelope: Any) -> str:
+        self.messages.append(Received(envelope.mail_from,
+                                      list(envelope.rcpt_tos),
+                                      envelope.original_content))
+        if self.then is not None:
+            self.then()
+        return "554 5.6.0 refused after reading it"
+
+
+def big_file(path: Path, size: int) -> Path:
+    path.write_bytes(random.Random(size).randbytes(size))
+    return path
+
+
+def from_lines(count: int) -> bytes:
+    """Lines that need quoting in mbox, of lengths that vary."""
+    return b"".join(b"From line %d %s\n>From %s\n" % (n, b"y" * (n % 53),
+                                                     b"z" * (n % 7))
+                    for n in range(count))
+
+
+def test_big_refused_message_is_kept_exactly(cert, mailrc, run, home,
+                                             tmp_path) -> None:
+    attachment = big_file(tmp_path / "dump.bin", 5 * MIB)
+    (home / "dead.letter").write_bytes(OLD_ENTRY)
+    handler = Refuser()
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("-s", "dump", "-a", str(attachment), TO,
+                     input=from_lines(2000))
+    finally:
+        srv.stop()
+    assert result.code == 69, result.err
+    assert "message saved in" in result.err
+    [received] = handler.messages
+    data = (home / "dead.letter").read_bytes()
+    assert data.startswith(OLD_ENTRY)
+    old, raw = deadletter.raw_entries(data)
+    assert deadletter.read_entry(raw).message == received.data
+    assert_mbox(home / "dead.letter", 2)
+
+
+def assert_mbox(path: Path, count: int) -> None:
+    """The file parses as an mbox of `count` messages: every line of a
+    message that begins with `From ` was quoted."""
+    box = mailbox.mbox(path, create=False)
+    try:
+        assert len(box) == count
+    finally:
+        box.close()
+
+
+def test_quoting_across_the_blocks_of_a_queued_message(cert, mailrc, run,
+                                                       home, queue_dir):
+    """A queued message is read back in blocks that cut lines anywhere:
+    moved to dead.letter, it is kept exactly, From lines quoted."""
+    mailrc(recipe(free_port(), extra=f"set pymail-queue={queue_dir}\n"))
+    body = from_lines(6000)
+    assert run("-s", "froms", TO, input=body).code == 0
+    [queued] = queue_dir.glob("*.eml")
+    message = queued.read_bytes()
+    assert len(message) > 4 * spool.READ_SIZE
+    handler = Recorder(rcpt_replies={TO: "550 5.1.1 no such user"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port, extra=f"set pymail-queue={queue_dir}\n"))
+        result = run("--flush", queued.stem)
+    finally:
+        srv.stop()
+    assert result.code == 69, result.err
+    [raw] = deadletter.raw_entries((home / "dead.letter").read_bytes())
+    assert deadletter.read_entry(raw).message == message
+    assert_mbox(home / "dead.letter", 1)
+
+
+def test_attachment_gone_when_kept_leaves_no_half_entry(cert, mailrc, run,
+                                                        home, tmp_path):
+    attachment = big_file(tmp_path / "rotated.log", 2 * MIB)
+    (home / "dead.letter").write_bytes(OLD_ENTRY)
+    handler = Refuser(then=lambda: attachment.write_bytes(b"short"))
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("-s", "log", "-a", str(attachment), TO, input=b"see log\n")
+    finally:
+        srv.stop()
+    assert result.code == 69, result.err
+    assert "(without the attachments)" in result.err
+    old, raw = deadletter.raw_entries((home / "dead.letter").read_bytes())
+    assert old == OLD_ENTRY
+    kept = deadletter.read_entry(raw).message
+    assert b"see log" in kept and b'filename="rotated.log"' in kept
+    assert len(kept) < 10_000
+    assert_mbox(home / "dead.letter", 2)
+
+
+def test_dead_letter_too_big_to_write_is_left_as_it_was(mailrc, home,
+                                                        tmp_path):
+    """Writing stops midway (a full disk, a quota; here RLIMIT_FSIZE): the
+    file is cut back, and the message goes to stderr whole."""
+    attachment = big_file(tmp_path / "dump.bin", MIB)
+    dead = home / "dead.letter"
+    dead.write_bytes(OLD_ENTRY)
+    mailrc(recipe(free_port()))
+    limited = ("import resource, sys; "
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({MIB // 4},) * 2); "
+               "from pymail.cli import main; main()")
+    proc = subprocess.run(
+        [sys.executable, "-c", limited, "-n", "-s", "dump", "-a",
+         str(attachment), TO], input=b"the dump\n", capture_output=True,
+        timeout=60, check=False)
+    assert proc.returncode == 73, proc.stderr[-2000:]
+    assert dead.read_bytes() == OLD_ENTRY
+    entry, _, said = proc.stderr.rpartition(b"\npymail: ")
+    assert said.startswith(b"cannot write")
+    [raw] = deadletter.raw_entries(entry + b"\n")
+    kept = deadletter.read_entry(raw)
+    assert kept.recipients == [TO]
+    assert len(kept.message) > MIB and kept.message.endswith(b"--\r\n")

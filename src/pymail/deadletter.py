@@ -8,7 +8,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pymail.errors import DeadLetterError
 from pymail.files import open_regular, write_all
 
 FROM_LINE = re.compile(rb"^>*From ")
+FROM_AFTER_LF = re.compile(rb"\n(?=>*From )")
 QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 # The envelope goes in front of the message's own headers in dead.letter;
 # --resend reads these lines back and removes them before sending.
@@ -26,6 +28,9 @@ ERROR_HEADER = b"X-Pymail-Error: "
 # name): --resend builds it as the sendmail entry does, "t" meaning that
 # its To, Cc and Bcc headers are recipients too.
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
+# A message is written in pieces of about this size, and a line longer
+# than this is written in parts rather than held whole.
+BLOCK = 1 << 16
 
 
 @dataclass
@@ -63,25 +68,63 @@ def envelope_lines(sender: str, recipients: list[str],
 
 def mbox_entry(sender: str, chunks: Iterable[bytes], *,
                recipients: list[str] | None = None,
-               error: str | None = None, rebuild: str | None = None) -> bytes:
-    """One mbox entry: the From_ line, the envelope when known, the message
-    with LF line ends and mboxrd quoting of lines that begin with `From `,
-    then a blank line."""
+               error: str | None = None, rebuild: str | None = None
+               ) -> Iterator[bytes]:
+    """One mbox entry, in pieces: the From_ line, the envelope when known,
+    the message (see mbox_text), then a blank line."""
     stamp = time.asctime(time.gmtime())
-    data = b"".join(chunks).replace(b"\r\n", b"\n")
-    lines = [b">" + line if FROM_LINE.match(line) else line
-             for line in data.split(b"\n")]
-    body = b"\n".join(lines)
-    if not body.endswith(b"\n"):
-        body += b"\n"
     head = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode()
     if recipients or rebuild:
         head += envelope_lines(sender, recipients or [], error, rebuild)
-    return head + body + b"\n"
+    yield head
+    yield from mbox_text(chunks)
+    yield b"\n"
 
 
-def append_private(path: Path, data: bytes) -> None:
-    """Append to path, creating it with mode 0600 whatever the umask.
+def mbox_text(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The message with LF line ends and mboxrd quoting (a `>` more before
+    each line that begins with `>`s and `From `), ending with a line end.
+
+    It is written piece by piece, whatever the chunks: a line cut between
+    two chunks is joined before it is looked at.
+    """
+    pending = b""  # the start of a line, not yet complete
+    at_start = True  # pending begins a line (not the rest of a long one)
+    ended = False  # what was written ends with a line end
+    for chunk in chunks:
+        for offset in range(0, len(chunk), BLOCK):
+            pending += chunk[offset:offset + BLOCK]
+            cut = pending.rfind(b"\n") + 1
+            if not cut:
+                # No line end yet: hold the line, unless it is long and
+                # its start shows whether it needs quoting. A CR stays
+                # with the rest, as it may be half of a CRLF.
+                cut = len(pending) - pending.endswith(b"\r")
+                if cut < BLOCK or len(pending.lstrip(b">")) < len(b"From "):
+                    continue
+            piece = _quoted(pending[:cut], at_start)
+            at_start = pending[cut - 1:cut] == b"\n"
+            pending = pending[cut:]
+            ended = piece.endswith(b"\n")
+            yield piece
+    if pending:
+        yield _quoted(pending, at_start) + b"\n"
+    elif not ended:
+        yield b"\n"
+
+
+def _quoted(text: bytes, at_start: bool) -> bytes:
+    """Lines of text with LF line ends and From_ lines quoted; at_start
+    says whether text begins a line."""
+    text = FROM_AFTER_LF.sub(b"\n>", text.replace(b"\r\n", b"\n"))
+    return b">" + text if at_start and FROM_LINE.match(text) else text
+
+
+def append_private(path: Path, pieces: Iterable[bytes]) -> None:
+    """Append the pieces to path, creating it with mode 0600 whatever the
+    umask. When writing fails (or the pieces do: an attachment that cannot
+    be read again), the file is cut back to its length before, so that
+    what it holds is not followed by half an entry.
 
     The lock is the one --resend takes while it rewrites the file; after
     waiting for it, a file that was replaced meanwhile is opened anew.
@@ -97,11 +140,24 @@ def append_private(path: Path, data: bytes) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, path):
-                write_all(fd, data)
-                os.fsync(fd)
+                _append(fd, pieces)
                 return
         finally:
             os.close(fd)
+
+
+def _append(fd: int, pieces: Iterable[bytes]) -> None:
+    """Write every piece and sync, or leave the file as it was."""
+    length = os.fstat(fd).st_size
+    try:
+        for piece in pieces:
+            write_all(fd, piece)
+        os.fsync(fd)
+    except BaseException:
+        # The error that stopped the writing is the one to report.
+        with suppress(OSError):
+            os.ftruncate(fd, length)
+        raise
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -113,22 +169,28 @@ def _same_file(fd: int, path: Path) -> bool:
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def keep(path: Path | None, sender: str, chunks: Iterable[bytes], *,
+def keep(path: Path | None, sender: str,
+         chunks: Callable[[], Iterable[bytes]], *,
          recipients: list[str] | None = None, error: str | None = None,
          rebuild: str | None = None) -> str:
     """Save a message that was not delivered; returns where it went.
+    `chunks` gives the message afresh each time it is called.
 
     When dead.letter cannot be written, the message goes to stderr so that it
     is not lost, and DeadLetterError (exit 73) is raised.
     """
-    entry = mbox_entry(sender, chunks, recipients=recipients, error=error,
-                       rebuild=rebuild)
     if path is None:
         return "not saved (nosave is set)"
+
+    def entry() -> Iterator[bytes]:
+        return mbox_entry(sender, chunks(), recipients=recipients,
+                          error=error, rebuild=rebuild)
+
     try:
-        append_private(path, entry)
+        append_private(path, entry())
     except OSError as exc:
-        sys.stderr.buffer.write(entry)
+        for piece in entry():
+            sys.stderr.buffer.write(piece)
         sys.stderr.flush()
         raise DeadLetterError(f"cannot write {path}: {exc.strerror or exc}; "
                               "the message was printed on stderr") from exc

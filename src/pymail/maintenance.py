@@ -157,7 +157,7 @@ def _resend_file(connection: Connection, path: Path) -> int:
             if not outcome.reply:
                 continue
             # Delivered to the others: keep a copy for the refused only.
-            deadletter.keep(path, envelope.sender, chunks(),
+            deadletter.keep(path, envelope.sender, chunks,
                             recipients=list(outcome.refused))
         done.append(raw)
     if done:

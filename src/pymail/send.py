@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +69,8 @@ def send_request(request: Request) -> int:
         body = b"" if sys.stdin is None or sys.stdin.isatty() else \
             sys.stdin.buffer.read()
         return fail(error, default_dead_letter(), "",
-                    [fallback_entry(request, body)] if body else None)
+                    (lambda: [fallback_entry(request, body)]) if body
+                    else None)
     check_secrets(settings)
     for source in settings.sources:
         log.info("read %s", source)
@@ -103,7 +104,7 @@ def send_request(request: Request) -> int:
     except PymailError as error:
         close_all(attachments)
         given = [*request.to, *request.cc, *request.bcc]
-        return fail(error, dead, "", [fallback_entry(request, body)],
+        return fail(error, dead, "", lambda: [fallback_entry(request, body)],
                     recipients=given, rebuild="t" if request.read_headers
                     else "1")
     try:
@@ -132,11 +133,13 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
 
 
 def fail(error: PymailError, dead: Path | None, sender: str,
-         chunks: Iterable[bytes] | None, *, recipients: list[str] | None = None,
+         chunks: Callable[[], Iterable[bytes]] | None, *,
+         recipients: list[str] | None = None,
          rebuild: str | None = None) -> int:
-    """Keep the message, then print one line; returns the exit status.
-    With `rebuild`, the message is kept unbuilt with the recipients as
-    given, for --resend to build once the cause is fixed."""
+    """Keep the message (chunks gives it afresh at each call), then print
+    one line; returns the exit status. With `rebuild`, the message is kept
+    unbuilt with the recipients as given, for --resend to build once the
+    cause is fixed."""
     where = ""
     if chunks is not None:
         try:
@@ -322,8 +325,8 @@ def record(settings: Settings, sender: str, message: Message) -> None:
     if not path.is_absolute():
         path = home_dir() / path
     try:
-        deadletter.append_private(path, deadletter.mbox_entry(sender,
-                                                          message.chunks()))
+        deadletter.append_private(path, deadletter.mbox_entry(
+            sender, message.chunks()))
     except OSError as exc:
         log.warning("delivered, but could not write record %s: %s", path,
                     exc.strerror or exc)

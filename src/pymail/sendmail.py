@@ -148,7 +148,7 @@ def send(settings: Settings, options: Options, data: bytes) -> int:
         message, envelope = rebuild(settings, options, data, charsets(settings))
     except PymailError as error:
         return fail(error, settings.dead_letter(), options.sender or "",
-                    [data], recipients=options.recipients,
+                    lambda: [data], recipients=options.recipients,
                     rebuild="t" if options.read_recipients else "1")
     return transmit(settings, envelope, message)
 
