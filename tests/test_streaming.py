@@ -226,10 +226,11 @@ OLD_ENTRY = (b"From someone Thu Jan  1 00:00:00 2026\nSubject: older\n\n"
 
 @dataclass
 class Refuser(Recorder):
-    """Reads the whole message, keeps it, then refuses it; `then` runs
-    before the refusal."""
+    """Reads the whole message, keeps it, then gives `reply` (a refusal
+    unless told); `then` runs before the reply."""
 
     then: Callable[[], None] | None = None
+    reply: str = "554 5.6.0 refused after reading it"
 
     async def handle_DATA(self, server: Any, session: Any,
                           envelope: Any) -> str:
@@ -238,7 +239,7 @@ class Refuser(Recorder):
                                       envelope.original_content))
         if self.then is not None:
             self.then()
-        return "554 5.6.0 refused after reading it"
+        return self.reply
 
 
 def big_file(path: Path, size: int) -> Path:
@@ -352,3 +353,21 @@ def test_dead_letter_too_big_to_write_is_left_as_it_was(mailrc, home,
     kept = deadletter.read_entry(raw)
     assert kept.recipients == [TO]
     assert len(kept.message) > MIB and kept.message.endswith(b"--\r\n")
+
+
+def test_record_without_the_attachment_is_only_a_warning(cert, mailrc, run,
+                                                         home, tmp_path):
+    attachment = big_file(tmp_path / "rotated.log", MIB)
+    record = home / "sent.mbox"
+    handler = Refuser(then=lambda: attachment.write_bytes(b""),
+                      reply="250 2.0.0 taken")
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port, extra=f"set record={record}\n"))
+        result = run("-s", "log", "-a", str(attachment), TO, input=b"log\n")
+    finally:
+        srv.stop()
+    assert result.code == 0, result.err
+    assert "delivered, but could not write record" in result.err
+    assert len(handler.messages) == 1
+    assert not record.exists() or record.read_bytes() == b""

@@ -330,6 +330,9 @@ def record(settings: Settings, sender: str, message: Message) -> None:
     except OSError as exc:
         log.warning("delivered, but could not write record %s: %s", path,
                     exc.strerror or exc)
+    except NoInputError as error:
+        log.warning("delivered, but could not write record %s: %s", path,
+                    error.line())
 
 
 def fallback_entry(request: Request, body: bytes) -> bytes:
