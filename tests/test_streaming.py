@@ -4,11 +4,15 @@ written as a stream, and the progress bar on a terminal."""
 from __future__ import annotations
 
 import mailbox
+import os
+import pty
 import random
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,7 +31,14 @@ from pymail.errors import NoInputError
 from pymail.message import BASE64_LINE, BASE64_SLICE, Attachment, Draft, Message
 from pymail.sendmail import Options, rebuild
 from pymail.settings import resolve_variables
-from servers import USER, Received, Recorder, free_port, start_server
+from servers import (
+    USER,
+    Received,
+    Recorder,
+    StreamServer,
+    free_port,
+    start_server,
+)
 
 TO = "ops@example.org"
 MIB = 1 << 20
@@ -371,3 +382,142 @@ def test_record_without_the_attachment_is_only_a_warning(cert, mailrc, run,
     assert "delivered, but could not write record" in result.err
     assert len(handler.messages) == 1
     assert not record.exists() or record.read_bytes() == b""
+
+
+# The progress bar --------------------------------------------------------------
+
+def on_terminal(*args: str, stdin: bytes = b"files\n") -> tuple[int, bytes]:
+    """Run pymail with stderr on a pseudo-terminal: its exit status and
+    what the terminal showed."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pymail", "-n", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=terminal)
+    finally:
+        os.close(terminal)
+    shown: list[bytes] = []
+    reader = threading.Thread(target=read_terminal, args=(controller, shown))
+    reader.start()
+    try:
+        proc.communicate(stdin, timeout=60)
+    finally:
+        reader.join(10)
+        os.close(controller)
+    return proc.returncode, b"".join(shown)
+
+
+def seen(shown: bytes) -> bytes:
+    """What the terminal showed, without its control sequences (click
+    hides the cursor while it draws)."""
+    return re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", shown)
+
+
+def read_terminal(fd: int, into: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except OSError:  # EIO: the program closed the terminal
+            return
+        if not data:
+            return
+        into.append(data)
+
+
+def verified(port: int, ca_file: Path, auth: bool = True) -> str:
+    """A mail.rc that checks the relay's certificate, as one would for a
+    person at the terminal, who is warned about ssl-verify=ignore."""
+    if not auth:
+        return (f"set from={USER}\nset smtp=smtps://127.0.0.1:{port}\n"
+                f"set ssl-ca-file={ca_file}\n")
+    return recipe(port).replace("set ssl-verify=ignore",
+                                f"set ssl-ca-file={ca_file}")
+
+
+@pytest.fixture
+def private_rc(mailrc: Callable[[str], Path]) -> Callable[[str], Path]:
+    """~/.mailrc, mode 0600: a password in it readable by others is
+    something pymail warns about on a terminal."""
+    def write(text: str) -> Path:
+        path = mailrc(text)
+        path.chmod(0o600)
+        return path
+    return write
+
+
+def test_progress_bar_on_a_terminal(server, private_rc, tmp_path, ca_file):
+    private_rc(verified(server.port, ca_file))
+    attachment = big_file(tmp_path / "backup.tar", 5 * MIB)
+    code, shown = on_terminal("-s", "backup", "-a", str(attachment), TO)
+    assert code == 0, shown
+    assert len(server.messages) == 1
+    # One line, redrawn; it ends full, then ends (LF shows as CRLF).
+    [bar, after] = seen(shown).split(b"\r\n")
+    assert bar.startswith(b"\rpymail: sending 6.8 MiB  [")
+    assert re.fullmatch(rb"pymail: sending 6.8 MiB  \[#+\]  100%",
+                        bar.rpartition(b"\r")[2])
+    assert after == b""
+
+
+def test_no_bar_when_stderr_is_a_pipe(server, mailrc, tmp_path):
+    mailrc(recipe(server.port))
+    attachment = big_file(tmp_path / "backup.tar", 5 * MIB)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pymail", "-n", "-s", "backup", "-a",
+         str(attachment), TO], input=b"files\n", capture_output=True,
+        timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    assert len(server.messages) == 1
+
+
+def test_no_bar_for_a_small_message_on_a_terminal(server, private_rc,
+                                                  tmp_path, ca_file):
+    private_rc(verified(server.port, ca_file))
+    attachment = big_file(tmp_path / "report.pdf", MIB)
+    code, shown = on_terminal("-s", "report", "-a", str(attachment), TO)
+    assert code == 0, shown
+    assert shown == b""
+    assert len(server.messages) == 1
+
+
+def hang_up_during_data(tls: ssl.SSLSocket, stopping: threading.Event) -> None:
+    """A relay that takes a megabyte of the message, then hangs up."""
+    reader = tls.makefile("rb")
+    tls.sendall(b"220 ready\r\n")
+    while line := reader.readline():
+        if line.upper().startswith(b"DATA"):
+            tls.sendall(b"354 go on\r\n")
+            reader.read(MIB)
+            return
+        tls.sendall(b"250 ok\r\n")
+
+
+def test_bar_ends_its_line_when_the_upload_fails(cert, private_rc, home,
+                                                 tmp_path, ca_file):
+    relay = StreamServer(cert, hang_up_during_data)
+    private_rc(verified(relay.port, ca_file, auth=False))
+    attachment = big_file(tmp_path / "backup.tar", 20 * MIB)
+    try:
+        code, shown = on_terminal("-s", "backup", "-a", str(attachment), TO)
+    finally:
+        relay.stop()
+    assert code == 75, shown
+    # The bar stops where the relay hung up; the error has its own line.
+    [bar, said, after] = seen(shown).split(b"\r\n")
+    assert bar.startswith(b"\rpymail: sending 27.4 MiB  [")
+    assert b"100%" not in bar
+    assert said.startswith(b"pymail: ")
+    assert said.endswith(b"message saved in %s" % bytes(home / "dead.letter"))
+    assert after == b""
+    assert (home / "dead.letter").stat().st_size > 20 * MIB
+
+
+def test_no_bar_under_v(server, private_rc, tmp_path, ca_file):
+    """-v shows the SMTP dialogue, which would cut through a bar."""
+    private_rc(verified(server.port, ca_file))
+    attachment = big_file(tmp_path / "backup.tar", 5 * MIB)
+    code, shown = on_terminal("-v", "-s", "backup", "-a", str(attachment), TO)
+    assert code == 0, shown
+    assert b">>> DATA" in shown
+    assert b"sending" not in shown

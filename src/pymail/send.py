@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pymail import deadletter
+from pymail import deadletter, progress
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.cli import Request, default_user
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
@@ -122,9 +122,11 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
         relay = "-"
     sent = Sent(envelope, message.chunks, message.message_id, relay,
                 settings.account)
+    size = message.size()
     try:
-        with bounded(settings.deadline()):
-            outcome = deliver(settings, envelope, message.chunks())
+        with bounded(settings.deadline()), progress.shown(size) as counted:
+            # TODO(relay rewrite): pass size=size too, for SIZE and BDAT.
+            outcome = deliver(settings, envelope, counted(message.chunks()))
     except PymailError as error:
         return settle_failure(settings, error, sent)
     if outcome.reply:
