@@ -3,6 +3,7 @@ written as a stream, and the progress bar on a terminal."""
 
 from __future__ import annotations
 
+import io
 import mailbox
 import os
 import pty
@@ -169,6 +170,18 @@ def test_pseudo_file_is_read_when_opened() -> None:
 
 # dead.letter, written as a stream ---------------------------------------------
 
+def entries_of(data: bytes) -> list[bytes]:
+    """The entries of an mbox file's bytes, each with its From_ line."""
+    found = deadletter.spans(io.BytesIO(data))
+    return [data[span.start:span.end] for span in found]
+
+
+def read_back(entry: bytes) -> deadletter.Kept:
+    """One entry as --resend reads it."""
+    return deadletter.read_entry(io.BytesIO(entry),
+                                 deadletter.Span(0, len(entry)))
+
+
 def mboxrd(data: bytes) -> bytes:
     """What mbox_text must write, computed on the whole message at once."""
     lines = data.replace(b"\r\n", b"\n").split(b"\n")
@@ -210,10 +223,86 @@ def test_kept_entry_reads_back_as_the_message(lines: list[bytes],
     message = b"Subject: x\r\n\r\n" + b"".join(line + b"\r\n" for line in lines)
     entry = b"".join(deadletter.mbox_entry(
         USER, cut(message, points), recipients=[TO]))
-    [raw] = deadletter.raw_entries(entry)
-    kept = deadletter.read_entry(raw)
+    [raw] = entries_of(entry)
+    kept = read_back(raw)
     assert kept.message == message
     assert kept.recipients == [TO]
+
+
+def split_mbox(data: bytes) -> list[bytes]:
+    """The entries of an mbox file, found line by line in memory."""
+    entries: list[bytes] = []
+    for line in re.findall(rb"[^\n]*\n|[^\n]+$", data):
+        if line.startswith(b"From ") or not entries:
+            entries.append(line)
+        else:
+            entries[-1] += line
+    return [e for e in entries if e.startswith(b"From ")]
+
+
+def parse_entry(entry: bytes) -> tuple[str | None, list[str], bytes]:
+    """Envelope and message of one entry, read in memory."""
+    lines = entry.split(b"\n")
+    sender, recipients, index = None, [], 1
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith(b"X-Pymail-Envelope-From: "):
+            sender = line[24:].decode().strip().strip("<>")
+        elif line.startswith(b"X-Pymail-Envelope-To: "):
+            recipients.append(line[22:].decode().strip().strip("<>"))
+        elif not line.startswith((b"X-Pymail-Error: ", b"X-Pymail-Rebuild: ")):
+            break
+        index += 1
+    body = b"\n".join(lines[index:])
+    if body.endswith(b"\n\n"):
+        body = body[:-1]
+    body = re.sub(rb"^>(>*From )", rb"\1", body, flags=re.MULTILINE)
+    return sender, recipients, body.replace(b"\n", b"\r\n")
+
+
+mbox_pieces = st.lists(st.sampled_from([
+    b"From a@b Thu Jan  1 00:00:00 2026\n", b"X-Pymail-Envelope-From: <a@b>\n",
+    b"X-Pymail-Envelope-To: <c@d>\n", b"X-Pymail-Error: 451 later\n",
+    b"X-Pymail-Error: 550 " + b"long reply " * 1000 + b"\n",
+    b"Subject: x\n", b"\n", b">From ", b"From ", b"x", b"\r", b"\n\n"]),
+    max_size=40).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=mbox_pieces, block=st.sampled_from([5, 6, 7, 13, 1 << 16]))
+def test_entries_are_read_back_in_blocks(data: bytes, block: int) -> None:
+    """Found and read by offsets, a block at a time, the entries are those
+    found by reading the whole file."""
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    with mock.patch.object(deadletter, "BLOCK", block):
+        stream = io.BytesIO(data)
+        found = deadletter.spans(stream)
+        assert [data[s.start:s.end] for s in found] == split_mbox(data)
+        for span, entry in zip(found, split_mbox(data), strict=True):
+            kept = deadletter.read_entry(stream, span)
+            assert (kept.sender, kept.recipients, kept.message) == \
+                parse_entry(entry)
+
+
+def test_removed_entries_are_found_by_content(tmp_path: Path) -> None:
+    first = b"From a Thu Jan  1 00:00:00 2026\nSubject: one\n\n1\n\n"
+    second = b"From b Thu Jan  1 00:00:00 2026\nSubject: two\n\n22\n\n"
+    path = tmp_path / "dead.letter"
+    path.write_bytes(b"no entry before the first From_ line\n" + first + second
+                     + first)
+
+    def marks(*entries: bytes) -> list[tuple[int, str]]:
+        stream = io.BytesIO(b"".join(entries))
+        return [deadletter.fingerprint(stream, span)
+                for span in deadletter.spans(stream)]
+
+    deadletter.remove_entries(path, marks(first))
+    assert path.read_bytes() == second + first  # each is removed once
+    deadletter.remove_entries(path, marks(b"From c\nSubject: gone\n\n"))
+    assert path.read_bytes() == second + first
+    deadletter.remove_entries(path, marks(first, second))
+    assert not path.exists()
 
 
 def test_failed_writing_leaves_the_file_as_it_was(tmp_path: Path) -> None:
@@ -282,9 +371,36 @@ def test_big_refused_message_is_kept_exactly(cert, mailrc, run, home,
     [received] = handler.messages
     data = (home / "dead.letter").read_bytes()
     assert data.startswith(OLD_ENTRY)
-    old, raw = deadletter.raw_entries(data)
-    assert deadletter.read_entry(raw).message == received.data
+    old, raw = entries_of(data)
+    assert read_back(raw).message == received.data
     assert_mbox(home / "dead.letter", 2)
+
+
+def test_big_kept_message_is_resent_exactly(cert, mailrc, run, home,
+                                            tmp_path) -> None:
+    attachment = big_file(tmp_path / "dump.bin", 5 * MIB)
+    refuser = Refuser()
+    srv = start_server(cert=cert, handler=refuser)
+    try:
+        mailrc(recipe(srv.port))
+        run("-s", "dump", "-a", str(attachment), TO, input=from_lines(2000))
+    finally:
+        srv.stop()
+    (home / "dead.letter").write_bytes((home / "dead.letter").read_bytes()
+                                       + OLD_ENTRY)
+    taker = Recorder()
+    srv = start_server(cert=cert, handler=taker)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("--resend")
+    finally:
+        srv.stop()
+    assert result.code == 0, result.err
+    assert "resent 1 of 2" in result.out
+    [resent] = taker.messages
+    assert resent.data == refuser.messages[0].data
+    assert resent.rcpt_tos == [TO]
+    assert (home / "dead.letter").read_bytes() == OLD_ENTRY
 
 
 def assert_mbox(path: Path, count: int) -> None:
@@ -315,8 +431,8 @@ def test_quoting_across_the_blocks_of_a_queued_message(cert, mailrc, run,
     finally:
         srv.stop()
     assert result.code == 69, result.err
-    [raw] = deadletter.raw_entries((home / "dead.letter").read_bytes())
-    assert deadletter.read_entry(raw).message == message
+    [raw] = entries_of((home / "dead.letter").read_bytes())
+    assert read_back(raw).message == message
     assert_mbox(home / "dead.letter", 1)
 
 
@@ -333,9 +449,9 @@ def test_attachment_gone_when_kept_leaves_no_half_entry(cert, mailrc, run,
         srv.stop()
     assert result.code == 69, result.err
     assert "(without the attachments)" in result.err
-    old, raw = deadletter.raw_entries((home / "dead.letter").read_bytes())
+    old, raw = entries_of((home / "dead.letter").read_bytes())
     assert old == OLD_ENTRY
-    kept = deadletter.read_entry(raw).message
+    kept = read_back(raw).message
     assert b"see log" in kept and b'filename="rotated.log"' in kept
     assert len(kept) < 10_000
     assert_mbox(home / "dead.letter", 2)
@@ -360,8 +476,8 @@ def test_dead_letter_too_big_to_write_is_left_as_it_was(mailrc, home,
     assert dead.read_bytes() == OLD_ENTRY
     entry, _, said = proc.stderr.rpartition(b"\npymail: ")
     assert said.startswith(b"cannot write")
-    [raw] = deadletter.raw_entries(entry + b"\n")
-    kept = deadletter.read_entry(raw)
+    [raw] = entries_of(entry + b"\n")
+    kept = read_back(raw)
     assert kept.recipients == [TO]
     assert len(kept.message) > MIB and kept.message.endswith(b"--\r\n")
 
