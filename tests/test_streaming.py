@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import recipe
-from pymail import deadletter, spool
+from pymail import deadletter, lines, spool
 from pymail.addresses import Mailbox
 from pymail.errors import NoInputError
 from pymail.message import BASE64_LINE, BASE64_SLICE, Attachment, Draft, Message
@@ -208,7 +208,7 @@ def test_mbox_text_quotes_whatever_the_chunks(data: bytes, points: list[int],
                                               block: int) -> None:
     """The same bytes as quoting the whole message, however it is cut into
     chunks, and with lines longer than a block written in parts."""
-    with mock.patch.object(deadletter, "BLOCK", block):
+    with mock.patch.object(lines, "BLOCK", block):
         written = b"".join(deadletter.mbox_text(cut(data, points)))
     assert written == mboxrd(data)
 
@@ -275,7 +275,7 @@ def test_entries_are_read_back_in_blocks(data: bytes, block: int) -> None:
     found by reading the whole file."""
     if not data.endswith(b"\n"):
         data += b"\n"
-    with mock.patch.object(deadletter, "BLOCK", block):
+    with mock.patch.object(lines, "BLOCK", block):
         stream = io.BytesIO(data)
         found = deadletter.spans(stream)
         assert [data[s.start:s.end] for s in found] == split_mbox(data)

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from pymail import lines
 from pymail.errors import DeadLetterError
 from pymail.files import open_regular, write_all
 
@@ -33,9 +34,6 @@ ERROR_HEADER = b"X-Pymail-Error: "
 # name): --resend builds it as the sendmail entry does, "t" meaning that
 # its To, Cc and Bcc headers are recipients too.
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
-# A message is written in pieces of about this size, and a line longer
-# than this is written in parts rather than held whole.
-BLOCK = 1 << 16
 # The most of a kept message read to find its header.
 HEAD = 1 << 20
 # The most of an envelope line read: an address fits, the rest of a long
@@ -113,7 +111,7 @@ def mbox_text(chunks: Iterable[bytes]) -> Iterator[bytes]:
     each line that begins with `>`s and `From `), ending with a line end;
     written piece by piece, whatever the chunks."""
     ended = False  # what was written ends with a line end
-    for piece, at_start in line_pieces(chunks):
+    for piece, at_start in lines.line_pieces(chunks):
         text = FROM_AFTER_LF.sub(b"\n>", piece.replace(b"\r\n", b"\n"))
         if at_start and FROM_LINE.match(text):
             text = b">" + text
@@ -121,31 +119,6 @@ def mbox_text(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield text
     if not ended:
         yield b"\n"
-
-
-def line_pieces(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
-    """The bytes of chunks cut again so that a line cut between two chunks
-    is joined before it is looked at: each piece is whole lines, but for
-    the last and the parts of a line longer than BLOCK. With each piece,
-    whether it begins a line."""
-    pending = b""  # the start of a line, not yet complete
-    at_start = True  # pending begins a line (not the rest of a long one)
-    for chunk in chunks:
-        for offset in range(0, len(chunk), BLOCK):
-            pending += chunk[offset:offset + BLOCK]
-            cut = pending.rfind(b"\n") + 1
-            if not cut:
-                # No line end yet: hold the line, unless it is long and
-                # its start shows whether it is a From_ line. A CR stays
-                # with the rest, as it may be half of a CRLF.
-                cut = len(pending) - pending.endswith(b"\r")
-                if cut < BLOCK or len(pending.lstrip(b">")) < len(b"From "):
-                    continue
-            yield pending[:cut], at_start
-            at_start = pending[cut - 1:cut] == b"\n"
-            pending = pending[cut:]
-    if pending:
-        yield pending, at_start
 
 
 def append_private(path: Path, pieces: Iterable[bytes]) -> None:
@@ -245,7 +218,7 @@ def spans(stream: BinaryIO) -> list[Span]:
     stream.seek(0)
     position = 0
     tail = b"\n"  # the file begins a line
-    while block := stream.read(BLOCK):
+    while block := stream.read(lines.BLOCK):
         data = tail + block
         found = data.find(b"\nFrom ")
         while found >= 0:
@@ -293,7 +266,7 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
 def _line_length(stream: BinaryIO) -> int:
     """Read past one line, however long; returns its length."""
     length = 0
-    while piece := stream.readline(BLOCK):
+    while piece := stream.readline(lines.BLOCK):
         length += len(piece)
         if piece.endswith(b"\n"):
             break
@@ -302,18 +275,8 @@ def _line_length(stream: BinaryIO) -> int:
 
 def _message(stream: BinaryIO, start: int, end: int) -> Iterator[bytes]:
     """The message between two offsets: mboxrd quoting undone, CRLF line
-    ends; in pieces of about BLOCK bytes."""
-    def blocks() -> Iterator[bytes]:
-        position = start
-        while position < end:
-            stream.seek(position)
-            block = stream.read(min(BLOCK, end - position))
-            if not block:
-                return
-            position += len(block)
-            yield block
-
-    for piece, at_start in line_pieces(blocks()):
+    ends; in pieces of about lines.BLOCK bytes."""
+    for piece, at_start in lines.line_pieces(lines.blocks(stream, start, end)):
         text = QUOTED_FROM_AFTER_LF.sub(rb"\n\1", piece)
         if at_start and QUOTED_FROM.match(text):
             text = text[1:]
@@ -328,21 +291,9 @@ def fingerprint(stream: BinaryIO, span: Span) -> tuple[int, str]:
     """The length and SHA-256 of an entry, to find it again in a file that
     changed since (see remove_entries)."""
     digest = hashlib.sha256()
-    for block in _range(stream, span):
+    for block in lines.blocks(stream, span.start, span.end):
         digest.update(block)
     return span.end - span.start, digest.hexdigest()
-
-
-def _range(stream: BinaryIO, span: Span) -> Iterator[bytes]:
-    """The bytes of an entry, BLOCK at a time."""
-    stream.seek(span.start)
-    left = span.end - span.start
-    while left > 0:
-        block = stream.read(min(BLOCK, left))
-        if not block:
-            return
-        left -= len(block)
-        yield block
 
 
 def remove_entries(path: Path, done: list[tuple[int, str]]) -> None:
@@ -387,7 +338,7 @@ def _rewrite(path: Path, stream: BinaryIO, left: list[Span]) -> None:
     try:
         os.fchmod(out, 0o600)
         for span in left:
-            for block in _range(stream, span):
+            for block in lines.blocks(stream, span.start, span.end):
                 write_all(out, block)
         os.fsync(out)
     except BaseException:
