@@ -3,6 +3,8 @@ written as a stream, and the progress bar on a terminal."""
 
 from __future__ import annotations
 
+import base64
+import errno
 import io
 import mailbox
 import os
@@ -25,8 +27,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import recipe
-from pymail import deadletter, lines, spool
+from conftest import Result, recipe
+from pymail import deadletter, files, lines, sendmail, spool
 from pymail.addresses import Mailbox
 from pymail.errors import NoInputError
 from pymail.message import BASE64_LINE, BASE64_SLICE, Attachment, Draft, Message
@@ -134,7 +136,8 @@ def test_size_is_exact(lengths: list[int], body: bytes, name: str) -> None:
 def test_size_of_messages_from_the_sendmail_entry(data: bytes) -> None:
     settings = resolve_variables(read_system=False,
                                  assignments=[f"from={USER}"])
-    built, _ = rebuild(settings, Options(recipients=[TO]), data, ())
+    built, _ = rebuild(settings, Options(recipients=[TO]), io.BytesIO(data),
+                       ())
     assert_exact(built)
 
 
@@ -637,3 +640,117 @@ def test_no_bar_under_v(server, private_rc, tmp_path, ca_file):
     assert code == 0, shown
     assert b">>> DATA" in shown
     assert b"sending" not in shown
+
+
+# The sendmail entry: stdin held in a file ---------------------------------------
+
+def until_dot(data: bytes) -> bytes:
+    """What sendmail reads without -i: the lines up to a lone dot."""
+    kept = []
+    for line in io.BytesIO(data):
+        if line.rstrip(b"\r\n") == b".":
+            break
+        kept.append(line)
+    return b"".join(kept)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"x",
+                                      b"..", b"a long line"]),
+                     max_size=30).map(b"".join),
+       points=st.lists(st.integers(0, 100), max_size=8),
+       block=st.sampled_from([6, 7, 1 << 16]))
+def test_a_lone_dot_ends_the_message_whatever_the_chunks(
+        data: bytes, points: list[int], block: int) -> None:
+    with mock.patch.object(lines, "BLOCK", block):
+        read = b"".join(sendmail._until_dot(cut(data, points)))
+    assert read == until_dot(data)
+
+
+def test_spooled_holds_a_small_message_in_memory() -> None:
+    held = files.spooled([b"a\n", b"b\n"])
+    assert isinstance(held, io.BytesIO)
+    assert held.read() == b"a\nb\n"
+
+
+def test_spooled_puts_a_big_message_in_a_file() -> None:
+    pieces = [bytes([n]) * 100_000 for n in range(30)]
+    with files.spooled(pieces) as held:
+        assert not isinstance(held, io.BytesIO)
+        assert held.read() == b"".join(pieces)
+
+
+def test_spooled_without_room_for_the_file(monkeypatch) -> None:
+    """The temporary file fails midway: what stdin gave is not lost."""
+    written = []
+
+    def full(fd: int, data: bytes) -> None:
+        if written:
+            os.write(fd, data[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(data)
+        os.write(fd, data)
+
+    monkeypatch.setattr(files, "write_all", full)
+    pieces = [bytes([n]) * 700_000 for n in range(5)]
+    held = files.spooled(pieces)
+    assert isinstance(held, io.BytesIO)
+    assert held.read() == b"".join(pieces)
+
+
+def test_spooled_without_a_temporary_directory(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    pieces = [bytes([n]) * 700_000 for n in range(3)]
+    assert files.spooled(pieces).read() == b"".join(pieces)
+
+
+def mime_message(size: int) -> bytes:
+    """What a script builds and pipes to sendmail: LF line ends."""
+    data = random.Random(size).randbytes(size)
+    return (b"From: backup@example.org\nTo: ops@example.org\n"
+            b"Subject: dump\nMIME-Version: 1.0\n"
+            b"Content-Type: application/octet-stream\n"
+            b"Content-Transfer-Encoding: base64\n\n"
+            + base64.encodebytes(data))
+
+
+def run_sendmail(monkeypatch, capsys, *args: str, input: bytes) -> Result:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
+    try:
+        sendmail.main(list(args), program="sendmail")
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def test_big_mime_message_through_sendmail(server, mailrc, monkeypatch,
+                                           capsys) -> None:
+    mailrc(recipe(server.port))
+    data = mime_message(3 * MIB)
+    result = run_sendmail(monkeypatch, capsys, "-i", TO, input=data)
+    assert result.code == 0, result.err
+    [received] = server.messages
+    head, _, body = received.data.partition(b"\r\n\r\n")
+    assert body == data.partition(b"\n\n")[2].replace(b"\n", b"\r\n")
+    assert b"Content-Transfer-Encoding: base64" in head
+
+
+def test_big_message_kept_before_it_was_built(server, mailrc, monkeypatch,
+                                              capsys, run, home) -> None:
+    """`To: nobody` resolves to no address: kept as it came, then built
+    and sent by --resend once the alias exists."""
+    mailrc(recipe(server.port))
+    data = mime_message(2 * MIB).replace(b"To: ops@example.org",
+                                         b"To: nobody")
+    result = run_sendmail(monkeypatch, capsys, "-t", "-i", input=data)
+    assert result.code == 65, result.err
+    [raw] = entries_of((home / "dead.letter").read_bytes())
+    assert read_back(raw).message == data.replace(b"\n", b"\r\n")
+    mailrc(recipe(server.port, extra=f"alias nobody {TO}\n"))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    [received] = server.messages
+    assert received.rcpt_tos == [TO]
+    body = received.data.partition(b"\r\n\r\n")[2]
+    assert body == data.partition(b"\n\n")[2].replace(b"\n", b"\r\n")

@@ -4,7 +4,6 @@ their envelope, so that `pymail --resend` can send them again."""
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import sys
@@ -15,7 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pymail import lines
 from pymail.errors import DeadLetterError
@@ -203,8 +202,7 @@ def keep(path: Path | None, sender: str,
 # A file is read by offsets, never whole: dead.letter may hold messages of
 # hundreds of megabytes, and --resend sends each as a stream from the file.
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     """Where one entry is in a file: its From_ line up to the next one."""
 
     start: int
@@ -290,6 +288,8 @@ def _bracketed(value: bytes) -> str:
 def fingerprint(stream: BinaryIO, span: Span) -> tuple[int, str]:
     """The length and SHA-256 of an entry, to find it again in a file that
     changed since (see remove_entries)."""
+    import hashlib  # only --resend needs it
+
     digest = hashlib.sha256()
     for block in lines.blocks(stream, span.start, span.end):
         digest.update(block)

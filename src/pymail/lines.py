@@ -44,7 +44,7 @@ def line_pieces(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
 
 def crlf_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Every line end CRLF (LF and CRLF are line ends, a lone CR is data),
-    and a line end after the last line, as message.crlf_lines does it."""
+    and a line end after the last line."""
     ended = True
     for piece, _ in line_pieces(chunks):
         piece = piece.replace(CRLF, b"\n").replace(b"\n", CRLF)

@@ -18,7 +18,7 @@ from pymail.errors import (
     NoInputError,
     PymailError,
 )
-from pymail.files import open_regular
+from pymail.files import open_regular, spooled
 from pymail.relay import Connection, Envelope
 from pymail.settings import Settings
 from pymail.spool import Flush, Spool
@@ -118,8 +118,8 @@ def _prepared(settings: Settings, kept: deadletter.Kept
                           sender=kept.sender or None,
                           read_recipients=kept.rebuild == "t",
                           ignore_dots=True)
-        message, envelope = rebuild(settings, options, kept.message,
-                                    charsets(settings))
+        message, envelope = rebuild(settings, options,
+                                    spooled(kept.chunks()), charsets(settings))
         return envelope, message.chunks
     envelope = Envelope(kept.sender or "", kept.recipients,
                         utf8=not kept.head().isascii())

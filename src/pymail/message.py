@@ -18,7 +18,7 @@ import mimetypes
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
@@ -31,7 +31,8 @@ from urllib.parse import quote
 from pymail import __version__
 from pymail.addresses import Mailbox
 from pymail.errors import DataError, NoInputError
-from pymail.files import open_regular
+from pymail.files import open_regular, spooled
+from pymail.lines import blocks, crlf_stream, line_pieces
 
 # 7bit, not 8bit: the message must pass any relay, with or without 8BITMIME.
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
@@ -127,14 +128,6 @@ def canonical_text(text: str) -> bytes:
     if lines[-1] == "":
         lines.pop()
     return b"".join(line.encode("utf-8") + CRLF for line in lines)
-
-
-def crlf_lines(data: bytes) -> bytes:
-    """Every line end CRLF, and a line end at the end."""
-    lines = data.replace(b"\r\n", b"\n").split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return b"".join(line + CRLF for line in lines)
 
 
 def is_7bit(data: bytes) -> bool:
@@ -300,6 +293,27 @@ def _read_slice(stream: BinaryIO, want: int) -> bytes:
     return data
 
 
+@dataclass
+class Payload:
+    """A body sent from a file as it is: the sendmail entry's MIME body,
+    its line ends made CRLF."""
+
+    stream: BinaryIO
+    size: int
+
+    @classmethod
+    def of(cls, chunks: Iterable[bytes]) -> Payload:
+        """The chunks, every line end CRLF, held in a file (see spooled)."""
+        stream = spooled(crlf_stream(chunks))
+        size = stream.seek(0, os.SEEK_END)
+        return cls(stream, size)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, in pieces that end at line ends."""
+        for piece, _ in line_pieces(blocks(self.stream, 0, self.size)):
+            yield piece
+
+
 # The message --------------------------------------------------------------
 
 @dataclass
@@ -319,9 +333,9 @@ class Draft:
     hostname: str = "localhost"
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     fallback_charsets: tuple[str, ...] = ()
-    # A MIME body to send as it is (Content-Type, transfer encoding, bytes):
+    # A MIME body to send as it is (Content-Type, transfer encoding, body):
     # what the sendmail entry reads when the message is not plain text.
-    passthrough: tuple[str, str | None, bytes] | None = None
+    passthrough: tuple[str, str | None, Payload] | None = None
 
 
 class Message:
@@ -349,14 +363,14 @@ class Message:
         the attachments are sent."""
         return bool(self.draft.body) or not self.draft.attachments
 
-    def _body_part(self) -> tuple[list[tuple[str, str]], bytes]:
+    def _body_part(self) -> tuple[list[tuple[str, str]], bytes | Payload]:
         draft = self.draft
         if draft.passthrough is not None:
             content_type, encoding, body = draft.passthrough
             fields = [("Content-Type", content_type)]
             if encoding:
                 fields.append(("Content-Transfer-Encoding", encoding))
-            return fields, crlf_lines(body)
+            return fields, body
         kind = draft.body_type.lower()
         if not MIME_TYPE.fullmatch(kind):
             raise DataError(f"-M {draft.body_type!r} is not a MIME type "
@@ -441,23 +455,27 @@ class Message:
             for name, value in self.fields)
 
     def chunks(self, with_attachments: bool = True) -> Iterator[bytes]:
-        """The message as bytes; each chunk ends at the end of a line.
+        """The message as bytes; each chunk ends at the end of a line (but
+        for the parts of a line over 64 KiB in a sendmail entry's body).
         Without attachments (their parts left empty) is for keeping what
         can be kept when an attachment cannot be read."""
         for piece in self._layout():
-            if not isinstance(piece, Attachment):
+            if isinstance(piece, bytes):
                 yield piece
+            elif isinstance(piece, Payload):
+                yield from piece.chunks()
             elif with_attachments:
                 yield from piece.lines()
 
     def size(self) -> int:
         """The length of the message in bytes, counted without reading or
         encoding the attachments."""
-        return sum(base64_length(piece.size) if isinstance(piece, Attachment)
-                   else len(piece) for piece in self._layout())
+        return sum(len(piece) if isinstance(piece, bytes) else
+                   piece.size if isinstance(piece, Payload) else
+                   base64_length(piece.size) for piece in self._layout())
 
-    def _layout(self) -> Iterator[bytes | Attachment]:
-        """The message, with each attachment standing for its body."""
+    def _layout(self) -> Iterator[bytes | Payload | Attachment]:
+        """The message, with each file standing for its body."""
         yield self.header_block() + CRLF
         if not self.draft.attachments:
             yield self.text_payload
