@@ -8,15 +8,22 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
+from pymail import lines
 from pymail.errors import DeadLetterError
 from pymail.files import open_regular, write_all
 
-FROM_LINE = re.compile(rb"^>*From ")
-QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+FROM_LINE = re.compile(rb">*From ")
+FROM_AFTER_LF = re.compile(rb"\n(?=>*From )")
+QUOTED_FROM = re.compile(rb">(>*From )")
+QUOTED_FROM_AFTER_LF = re.compile(rb"\n>(>*From )")
 # The envelope goes in front of the message's own headers in dead.letter;
 # --resend reads these lines back and removes them before sending.
 ENVELOPE_FROM = b"X-Pymail-Envelope-From: "
@@ -26,6 +33,11 @@ ERROR_HEADER = b"X-Pymail-Error: "
 # name): --resend builds it as the sendmail entry does, "t" meaning that
 # its To, Cc and Bcc headers are recipients too.
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
+# The most of a kept message read to find its header.
+HEAD = 1 << 20
+# The most of an envelope line read: an address fits, the rest of a long
+# X-Pymail-Error line (a relay's reply of 100 lines) is skipped.
+ENVELOPE_LINE = 4096
 
 
 @dataclass
@@ -34,7 +46,9 @@ class Kept:
 
     sender: str | None
     recipients: list[str]
-    message: bytes  # CRLF line ends, envelope lines removed
+    # The message afresh at each call: CRLF line ends, envelope lines and
+    # mboxrd quoting removed.
+    chunks: Callable[[], Iterator[bytes]]
     rebuild: str | None = None  # see REBUILD_HEADER
 
     @property
@@ -42,6 +56,21 @@ class Kept:
         if self.rebuild:
             return bool(self.recipients) or self.rebuild == "t"
         return self.sender is not None and bool(self.recipients)
+
+    @property
+    def message(self) -> bytes:
+        """The whole message, in memory."""
+        return b"".join(self.chunks())
+
+    def head(self) -> bytes:
+        """The message's header, up to the empty line (at most HEAD bytes
+        of it: the rest of a message without an empty line is not read)."""
+        data = bytearray()
+        for chunk in self.chunks():
+            data += chunk
+            if b"\r\n\r\n" in data or len(data) > HEAD:
+                break
+        return bytes(data).split(b"\r\n\r\n", 1)[0][:HEAD]
 
 
 def envelope_lines(sender: str, recipients: list[str],
@@ -63,25 +92,39 @@ def envelope_lines(sender: str, recipients: list[str],
 
 def mbox_entry(sender: str, chunks: Iterable[bytes], *,
                recipients: list[str] | None = None,
-               error: str | None = None, rebuild: str | None = None) -> bytes:
-    """One mbox entry: the From_ line, the envelope when known, the message
-    with LF line ends and mboxrd quoting of lines that begin with `From `,
-    then a blank line."""
+               error: str | None = None, rebuild: str | None = None
+               ) -> Iterator[bytes]:
+    """One mbox entry, in pieces: the From_ line, the envelope when known,
+    the message (see mbox_text), then a blank line."""
     stamp = time.asctime(time.gmtime())
-    data = b"".join(chunks).replace(b"\r\n", b"\n")
-    lines = [b">" + line if FROM_LINE.match(line) else line
-             for line in data.split(b"\n")]
-    body = b"\n".join(lines)
-    if not body.endswith(b"\n"):
-        body += b"\n"
     head = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode()
     if recipients or rebuild:
         head += envelope_lines(sender, recipients or [], error, rebuild)
-    return head + body + b"\n"
+    yield head
+    yield from mbox_text(chunks)
+    yield b"\n"
 
 
-def append_private(path: Path, data: bytes) -> None:
-    """Append to path, creating it with mode 0600 whatever the umask.
+def mbox_text(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The message with LF line ends and mboxrd quoting (a `>` more before
+    each line that begins with `>`s and `From `), ending with a line end;
+    written piece by piece, whatever the chunks."""
+    ended = False  # what was written ends with a line end
+    for piece, at_start in lines.line_pieces(chunks):
+        text = FROM_AFTER_LF.sub(b"\n>", piece.replace(b"\r\n", b"\n"))
+        if at_start and FROM_LINE.match(text):
+            text = b">" + text
+        ended = text.endswith(b"\n")
+        yield text
+    if not ended:
+        yield b"\n"
+
+
+def append_private(path: Path, pieces: Iterable[bytes]) -> None:
+    """Append the pieces to path, creating it with mode 0600 whatever the
+    umask. When writing fails (or the pieces do: an attachment that cannot
+    be read again), the file is cut back to its length before, so that
+    what it holds is not followed by half an entry.
 
     The lock is the one --resend takes while it rewrites the file; after
     waiting for it, a file that was replaced meanwhile is opened anew.
@@ -97,11 +140,24 @@ def append_private(path: Path, data: bytes) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, path):
-                write_all(fd, data)
-                os.fsync(fd)
+                _append(fd, pieces)
                 return
         finally:
             os.close(fd)
+
+
+def _append(fd: int, pieces: Iterable[bytes]) -> None:
+    """Write every piece and sync, or leave the file as it was."""
+    length = os.fstat(fd).st_size
+    try:
+        for piece in pieces:
+            write_all(fd, piece)
+        os.fsync(fd)
+    except BaseException:
+        # The error that stopped the writing is the one to report.
+        with suppress(OSError):
+            os.ftruncate(fd, length)
+        raise
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -113,51 +169,80 @@ def _same_file(fd: int, path: Path) -> bool:
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def keep(path: Path | None, sender: str, chunks: Iterable[bytes], *,
+def keep(path: Path | None, sender: str,
+         chunks: Callable[[], Iterable[bytes]], *,
          recipients: list[str] | None = None, error: str | None = None,
          rebuild: str | None = None) -> str:
     """Save a message that was not delivered; returns where it went.
+    `chunks` gives the message afresh each time it is called.
 
     When dead.letter cannot be written, the message goes to stderr so that it
     is not lost, and DeadLetterError (exit 73) is raised.
     """
-    entry = mbox_entry(sender, chunks, recipients=recipients, error=error,
-                       rebuild=rebuild)
     if path is None:
         return "not saved (nosave is set)"
+
+    def entry() -> Iterator[bytes]:
+        return mbox_entry(sender, chunks(), recipients=recipients,
+                          error=error, rebuild=rebuild)
+
     try:
-        append_private(path, entry)
+        append_private(path, entry())
     except OSError as exc:
-        sys.stderr.buffer.write(entry)
+        for piece in entry():
+            sys.stderr.buffer.write(piece)
         sys.stderr.flush()
         raise DeadLetterError(f"cannot write {path}: {exc.strerror or exc}; "
                               "the message was printed on stderr") from exc
     return f"message saved in {path}"
 
 
-# Reading dead.letter back --------------------------------------------------
+# Reading dead.letter back ---------------------------------------------------
+#
+# A file is read by offsets, never whole: dead.letter may hold messages of
+# hundreds of megabytes, and --resend sends each as a stream from the file.
 
-def raw_entries(data: bytes) -> list[bytes]:
-    """The entries of an mbox file, each with its From_ line."""
-    entries: list[bytes] = []
-    for line in data.splitlines(keepends=True):
-        if line.startswith(b"From ") or not entries:
-            entries.append(line)
-        else:
-            entries[-1] += line
-    return [e for e in entries if e.startswith(b"From ")]
+class Span(NamedTuple):
+    """Where one entry is in a file: its From_ line up to the next one."""
+
+    start: int
+    end: int
 
 
-def read_entry(entry: bytes) -> Kept:
-    """Parse one raw entry: the From_ line, envelope lines, then the message
-    (mboxrd-unquoted, CRLF line ends, without the blank line mbox adds)."""
+def spans(stream: BinaryIO) -> list[Span]:
+    """The entries of an mbox file; what comes before the first From_
+    line is not an entry."""
+    starts: list[int] = []
+    stream.seek(0)
+    position = 0
+    tail = b"\n"  # the file begins a line
+    while block := stream.read(lines.BLOCK):
+        data = tail + block
+        found = data.find(b"\nFrom ")
+        while found >= 0:
+            starts.append(position - len(tail) + found + 1)
+            found = data.find(b"\nFrom ", found + 1)
+        # Too short to hold a whole match, so none is found twice.
+        tail = data[-len(b"\nFrom ") + 1:]
+        position += len(block)
+    ends = [*starts[1:], position] if starts else []
+    return [Span(start, end) for start, end in zip(starts, ends, strict=True)]
+
+
+def read_entry(stream: BinaryIO, span: Span) -> Kept:
+    """The From_ line and envelope lines of one entry; its message is read
+    from the stream when it is sent (see Kept.chunks)."""
+    stream.seek(span.start)
+    position = span.start + _line_length(stream)
     sender: str | None = None
     recipients: list[str] = []
     rebuild = None
-    lines = entry.split(b"\n")
-    index = 1
-    while index < len(lines):
-        line = lines[index]
+    while position < span.end:
+        line = stream.readline(ENVELOPE_LINE)
+        length = len(line)
+        if not line.endswith(b"\n"):
+            length += _line_length(stream)
+        line = line.rstrip(b"\n")
         if line.startswith(ENVELOPE_FROM):
             sender = _bracketed(line[len(ENVELOPE_FROM):])
         elif line.startswith(ENVELOPE_TO):
@@ -166,41 +251,100 @@ def read_entry(entry: bytes) -> Kept:
             rebuild = line[len(REBUILD_HEADER):].decode("ascii", "replace")
         elif not line.startswith(ERROR_HEADER):
             break
-        index += 1
-    body = b"\n".join(lines[index:])
-    if body.endswith(b"\n\n"):
-        body = body[:-1]
-    body = QUOTED_FROM.sub(rb"\1", body)
-    return Kept(sender, recipients, body.replace(b"\n", b"\r\n"),
+        position = min(position + length, span.end)
+    end = span.end
+    if end - position >= 2:
+        stream.seek(end - 2)
+        if stream.read(2) == b"\n\n":
+            end -= 1  # the blank line that ends an mbox entry
+    return Kept(sender, recipients, partial(_message, stream, position, end),
                 rebuild.strip() if rebuild else None)
+
+
+def _line_length(stream: BinaryIO) -> int:
+    """Read past one line, however long; returns its length."""
+    length = 0
+    while piece := stream.readline(lines.BLOCK):
+        length += len(piece)
+        if piece.endswith(b"\n"):
+            break
+    return length
+
+
+def _message(stream: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    """The message between two offsets: mboxrd quoting undone, CRLF line
+    ends; in pieces of about lines.BLOCK bytes."""
+    for piece, at_start in lines.line_pieces(lines.blocks(stream, start, end)):
+        text = QUOTED_FROM_AFTER_LF.sub(rb"\n\1", piece)
+        if at_start and QUOTED_FROM.match(text):
+            text = text[1:]
+        yield text.replace(b"\n", b"\r\n")
 
 
 def _bracketed(value: bytes) -> str:
     return value.strip().decode("utf-8", "replace").strip("<>")
 
 
-def remove_entries(path: Path, done: list[bytes]) -> None:
-    """Remove these raw entries from path, under the lock appenders take;
-    entries appended meanwhile stay. An emptied file is removed."""
+def fingerprint(stream: BinaryIO, span: Span) -> tuple[int, str]:
+    """The length and SHA-256 of an entry, to find it again in a file that
+    changed since (see remove_entries)."""
+    import hashlib  # only --resend needs it
+
+    digest = hashlib.sha256()
+    for block in lines.blocks(stream, span.start, span.end):
+        digest.update(block)
+    return span.end - span.start, digest.hexdigest()
+
+
+def remove_entries(path: Path, done: list[tuple[int, str]]) -> None:
+    """Remove the entries with these fingerprints from path, under the lock
+    appenders take; entries appended meanwhile stay. An emptied file is
+    removed. The file is copied, never held whole."""
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with open(path, "rb") as stream:
-            entries = raw_entries(stream.read())
-        for entry in done:
-            if entry in entries:
-                entries.remove(entry)
-        if not entries:
-            os.unlink(path)
-            return
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(out, 0o600)
-            write_all(out, b"".join(entries))
-            os.fsync(out)
-        finally:
-            os.close(out)
-        os.replace(temporary, path)
+            found = spans(stream)
+            left = _without(stream, found, Counter(done))
+            if len(left) == len(found):
+                return
+            if not left:
+                os.unlink(path)
+                return
+            _rewrite(path, stream, left)
     finally:
         os.close(fd)
+
+
+def _without(stream: BinaryIO, found: list[Span],
+             done: Counter[tuple[int, str]]) -> list[Span]:
+    """The spans whose entries are not among those done (each removed once)."""
+    lengths = {length for length, _ in done}
+    left = []
+    for span in found:
+        if span.end - span.start in lengths:
+            mark = fingerprint(stream, span)
+            if done[mark] > 0:
+                done[mark] -= 1
+                continue
+        left.append(span)
+    return left
+
+
+def _rewrite(path: Path, stream: BinaryIO, left: list[Span]) -> None:
+    """Replace path by a copy of these entries of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(out, 0o600)
+        for span in left:
+            for block in lines.blocks(stream, span.start, span.end):
+                write_all(out, block)
+        os.fsync(out)
+    except BaseException:
+        # A full disk: path stays as it was, without a copy beside it.
+        os.unlink(temporary)
+        raise
+    finally:
+        os.close(out)
+    os.replace(temporary, path)

@@ -113,10 +113,11 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
                        sent.envelope.sender, recipients=recipients,
                        error=error.line())
         try:
-            where = keep(sent.chunks())
+            where = keep(sent.chunks)
         except NoInputError:
             # An attachment cannot be read again: keep the rest.
-            where = keep(sent.chunks(False)) + " (without the attachments)"
+            where = keep(partial(sent.chunks, False)) + \
+                " (without the attachments)"
     return error.code, where
 
 

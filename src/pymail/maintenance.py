@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from pymail.errors import (
     NoInputError,
     PymailError,
 )
+from pymail.files import open_regular, spooled
 from pymail.relay import Connection, Envelope
 from pymail.settings import Settings
 from pymail.spool import Flush, Spool
@@ -116,50 +118,41 @@ def _prepared(settings: Settings, kept: deadletter.Kept
                           sender=kept.sender or None,
                           read_recipients=kept.rebuild == "t",
                           ignore_dots=True)
-        message, envelope = rebuild(settings, options, kept.message,
-                                    charsets(settings))
+        message, envelope = rebuild(settings, options,
+                                    spooled(kept.chunks()), charsets(settings))
         return envelope, message.chunks
-    head = kept.message.split(b"\r\n\r\n", 1)[0]
     envelope = Envelope(kept.sender or "", kept.recipients,
-                        utf8=not head.isascii())
-    return envelope, lambda: [kept.message]
+                        utf8=not kept.head().isascii())
+    return envelope, kept.chunks
 
 
 def _resend_file(connection: Connection, path: Path) -> int:
+    """Resend the entries of one file, each read from it as it is sent."""
     try:
-        entries = deadletter.raw_entries(path.read_bytes())
+        stream = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         log.info("nothing to resend: %s does not exist", path)
         return EX_OK
     except OSError as exc:
         raise NoInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    done: list[bytes] = []
-    code = EX_OK
-    skipped = 0
-    for raw in entries:
-        kept = deadletter.read_entry(raw)
-        if not kept.resendable:
-            skipped += 1
-            continue
+    with stream:
         try:
-            envelope, chunks = _prepared(connection.settings, kept)
-            if connection.session is None:
-                connection.open()
-            outcome = connection.send(envelope, chunks())
-        except PymailError as error:
-            print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
-            code = error.code
-            continue
-        if outcome.refused:
-            lines = "; ".join(e.line() for e in outcome.refused.values())
-            print(f"pymail: {path}: {lines}; kept", file=sys.stderr)
-            code = EX_UNAVAILABLE
-            if not outcome.reply:
+            entries = deadletter.spans(stream)
+        except OSError as exc:
+            raise NoInputError(f"cannot read {path}: "
+                               f"{exc.strerror or exc}") from exc
+        done: list[tuple[int, str]] = []
+        code = EX_OK
+        skipped = 0
+        for span in entries:
+            kept = deadletter.read_entry(stream, span)
+            if not kept.resendable:
+                skipped += 1
                 continue
-            # Delivered to the others: keep a copy for the refused only.
-            deadletter.keep(path, envelope.sender, chunks(),
-                            recipients=list(outcome.refused))
-        done.append(raw)
+            sent, status = _resend(connection, path, kept)
+            code = status or code
+            if sent:
+                done.append(deadletter.fingerprint(stream, span))
     if done:
         deadletter.remove_entries(path, done)
     if skipped:
@@ -167,3 +160,26 @@ def _resend_file(connection: Connection, path: Path) -> int:
               "envelope were left as they are", file=sys.stderr)
     print(f"resent {len(done)} of {len(entries)} message(s) from {path}")
     return code
+
+
+def _resend(connection: Connection, path: Path,
+            kept: deadletter.Kept) -> tuple[bool, int]:
+    """Send one kept message: (whether it leaves the file, exit status)."""
+    try:
+        envelope, chunks = _prepared(connection.settings, kept)
+        if connection.session is None:
+            connection.open()
+        outcome = connection.send(envelope, chunks())
+    except PymailError as error:
+        print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
+        return False, error.code
+    if not outcome.refused:
+        return True, EX_OK
+    lines = "; ".join(e.line() for e in outcome.refused.values())
+    print(f"pymail: {path}: {lines}; kept", file=sys.stderr)
+    if not outcome.reply:
+        return False, EX_UNAVAILABLE
+    # Delivered to the others: keep a copy for the refused only.
+    deadletter.keep(path, envelope.sender, chunks,
+                    recipients=list(outcome.refused))
+    return True, EX_UNAVAILABLE

@@ -13,10 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import io
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
@@ -29,7 +30,8 @@ from urllib.parse import quote
 from pymail import __version__
 from pymail.addresses import Mailbox
 from pymail.errors import DataError, NoInputError
-from pymail.files import open_regular
+from pymail.files import open_regular, spooled
+from pymail.lines import blocks, crlf_stream, line_pieces
 
 # 7bit, not 8bit: the message must pass any relay, with or without 8BITMIME.
 POLICY = email_policy.SMTP.clone(cte_type="7bit")
@@ -41,6 +43,10 @@ MAX_LINE = 998
 # 57 input bytes make one 76-character base64 line (RFC 2045, 6.8).
 BASE64_LINE = 57
 BASE64_SLICE = BASE64_LINE * 1024
+# A file on no disk block that claims at most this many bytes may be a
+# kernel pseudo-file, whose length stat does not tell (/proc says 0, /sys
+# 4096): such a file is read when it is opened.
+PSEUDO_FILE = 1 << 16
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators:
 # none of them may reach a header, where each could read as a line break.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -123,14 +129,6 @@ def canonical_text(text: str) -> bytes:
     return b"".join(line.encode("utf-8") + CRLF for line in lines)
 
 
-def crlf_lines(data: bytes) -> bytes:
-    """Every line end CRLF, and a line end at the end."""
-    lines = data.replace(b"\r\n", b"\n").split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return b"".join(line + CRLF for line in lines)
-
-
 def is_7bit(data: bytes) -> bool:
     """ASCII, no NUL, no lone CR, every line within the SMTP limit."""
     if not data.isascii() or b"\0" in data:
@@ -177,13 +175,18 @@ def encode_body(data: bytes, *, text: bool) -> tuple[str, bytes]:
 
 @dataclass
 class Attachment:
-    """A file to attach, opened and checked before any connection is made."""
+    """A file to attach, opened and checked before any connection is made.
+
+    Its length is taken when it is opened, and that many bytes are sent
+    however the file changes later, so that Message.size() is exact.
+    """
 
     path: Path
     name: str
     content_type: str
     stream: BinaryIO
     headers: bytes = b""
+    size: int = 0
 
     @classmethod
     def open(cls, name: str, fallbacks: tuple[str, ...] = ()) -> Attachment:
@@ -192,7 +195,8 @@ class Attachment:
             raise NoInputError(f"attachment {name}: is a directory")
         try:
             # A FIFO or a device would block or never end: files only.
-            stream = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
+            stream, size = measured(
+                os.fdopen(open_regular(path, os.O_RDONLY), "rb"))
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise NoInputError(f"attachment {name}: {reason}") from exc
@@ -203,20 +207,40 @@ class Attachment:
         content_type, encoding = mimetypes.guess_type(display, strict=False)
         if content_type is None or encoding is not None:
             content_type = "application/octet-stream"
-        attachment = cls(path, display, content_type, stream)
+        attachment = cls(path, display, content_type, stream, size=size)
         attachment.headers = attachment_headers(display, content_type)
         return attachment
 
     def lines(self) -> Iterator[bytes]:
         """The file base64-encoded; a read error is the user's to know."""
         try:
-            yield from base64_lines(self.stream)
+            yield from base64_lines(self.stream, self.size)
         except OSError as exc:
             raise NoInputError(f"attachment {self.path}: cannot be read: "
                                f"{exc.strerror or exc}") from exc
+        except EOFError as exc:
+            raise NoInputError(f"attachment {self.path}: the file became "
+                               "shorter while it was sent") from exc
 
     def close(self) -> None:
         self.stream.close()
+
+
+def measured(stream: BinaryIO) -> tuple[BinaryIO, int]:
+    """The stream to send and its length; a pseudo-file is read now."""
+    info = os.fstat(stream.fileno())
+    if info.st_blocks or info.st_size > PSEUDO_FILE:
+        return stream, info.st_size
+    with stream:
+        data = stream.read()
+    return io.BytesIO(data), len(data)
+
+
+def base64_length(size: int) -> int:
+    """The length of base64_body() of `size` bytes, CRLFs included."""
+    lines, rest = divmod(size, BASE64_LINE)
+    last = 4 * -(-rest // 3) + len(CRLF) if rest else 0
+    return lines * (BASE64_LINE * 4 // 3 + len(CRLF)) + last
 
 
 def attachment_headers(name: str, content_type: str) -> bytes:
@@ -248,26 +272,47 @@ def attachment_headers(name: str, content_type: str) -> bytes:
     return first + disposition
 
 
-def base64_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """Base64 of a file in 76-character CRLF lines, one slice at a time."""
+def base64_lines(stream: BinaryIO, size: int) -> Iterator[bytes]:
+    """Base64 of the first `size` bytes of a file in 76-character CRLF
+    lines, one slice at a time; EOFError if the file is shorter."""
     stream.seek(0)
-    while True:
-        data = _read_slice(stream)
-        if not data:
-            return
+    while size:
+        data = _read_slice(stream, min(size, BASE64_SLICE))
+        size -= len(data)
         # Slices are a multiple of 57 bytes, so only the last one is short.
         yield base64_body(data)
 
 
-def _read_slice(stream: BinaryIO) -> bytes:
-    """Read BASE64_SLICE bytes, or fewer only at the end of the file."""
+def _read_slice(stream: BinaryIO, want: int) -> bytes:
+    """Read `want` bytes; EOFError if the file ends first."""
     data = b""
-    while len(data) < BASE64_SLICE:
-        more = stream.read(BASE64_SLICE - len(data))
+    while len(data) < want:
+        more = stream.read(want - len(data))
         if not more:
-            break
+            raise EOFError
         data += more
     return data
+
+
+@dataclass
+class Payload:
+    """A body sent from a file as it is: the sendmail entry's MIME body,
+    its line ends made CRLF."""
+
+    stream: BinaryIO
+    size: int
+
+    @classmethod
+    def of(cls, chunks: Iterable[bytes]) -> Payload:
+        """The chunks, every line end CRLF, held in a file (see spooled)."""
+        stream = spooled(crlf_stream(chunks))
+        size = stream.seek(0, os.SEEK_END)
+        return cls(stream, size)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, in pieces that end at line ends."""
+        for piece, _ in line_pieces(blocks(self.stream, 0, self.size)):
+            yield piece
 
 
 # The message --------------------------------------------------------------
@@ -289,9 +334,9 @@ class Draft:
     hostname: str = "localhost"
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     fallback_charsets: tuple[str, ...] = ()
-    # A MIME body to send as it is (Content-Type, transfer encoding, bytes):
+    # A MIME body to send as it is (Content-Type, transfer encoding, body):
     # what the sendmail entry reads when the message is not plain text.
-    passthrough: tuple[str, str | None, bytes] | None = None
+    passthrough: tuple[str, str | None, Payload] | None = None
 
 
 class Message:
@@ -319,14 +364,14 @@ class Message:
         the attachments are sent."""
         return bool(self.draft.body) or not self.draft.attachments
 
-    def _body_part(self) -> tuple[list[tuple[str, str]], bytes]:
+    def _body_part(self) -> tuple[list[tuple[str, str]], bytes | Payload]:
         draft = self.draft
         if draft.passthrough is not None:
             content_type, encoding, body = draft.passthrough
             fields = [("Content-Type", content_type)]
             if encoding:
                 fields.append(("Content-Transfer-Encoding", encoding))
-            return fields, crlf_lines(body)
+            return fields, body
         kind = draft.body_type.lower()
         if not MIME_TYPE.fullmatch(kind):
             raise DataError(f"-M {draft.body_type!r} is not a MIME type "
@@ -411,9 +456,27 @@ class Message:
             for name, value in self.fields)
 
     def chunks(self, with_attachments: bool = True) -> Iterator[bytes]:
-        """The message as bytes; each chunk ends at the end of a line.
+        """The message as bytes; each chunk ends at the end of a line (but
+        for the parts of a line over 64 KiB in a sendmail entry's body).
         Without attachments (their parts left empty) is for keeping what
         can be kept when an attachment cannot be read."""
+        for piece in self._layout():
+            if isinstance(piece, bytes):
+                yield piece
+            elif isinstance(piece, Payload):
+                yield from piece.chunks()
+            elif with_attachments:
+                yield from piece.lines()
+
+    def size(self) -> int:
+        """The length of the message in bytes, counted without reading or
+        encoding the attachments."""
+        return sum(len(piece) if isinstance(piece, bytes) else
+                   piece.size if isinstance(piece, Payload) else
+                   base64_length(piece.size) for piece in self._layout())
+
+    def _layout(self) -> Iterator[bytes | Payload | Attachment]:
+        """The message, with each file standing for its body."""
         yield self.header_block() + CRLF
         if not self.draft.attachments:
             yield self.text_payload
@@ -430,8 +493,7 @@ class Message:
             opening = CRLF + opening
         for attachment in self.draft.attachments:
             yield opening + attachment.headers + CRLF
-            if with_attachments:
-                yield from attachment.lines()
+            yield attachment
             opening = CRLF + dash + CRLF
         yield CRLF + dash + b"--" + CRLF
 

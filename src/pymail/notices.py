@@ -56,7 +56,7 @@ def record(settings: Settings, line: str, *, warning: bool) -> None:
 
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        append_private(Path(target), f"{stamp} {line}\n".encode())
+        append_private(Path(target), [f"{stamp} {line}\n".encode()])
     except OSError as exc:
         log.info("cannot write the delivery log %s: %s", target,
                  exc.strerror or exc)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pymail import deadletter
+from pymail import deadletter, progress
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
 from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
@@ -69,7 +69,8 @@ def send_request(request: Request) -> int:
         body = b"" if sys.stdin is None or sys.stdin.isatty() else \
             sys.stdin.buffer.read()
         return fail(error, default_dead_letter(), "",
-                    [fallback_entry(request, body)] if body else None)
+                    (lambda: [fallback_entry(request, body)]) if body
+                    else None)
     check_secrets(settings)
     for source in settings.sources:
         log.info("read %s", source)
@@ -103,7 +104,7 @@ def send_request(request: Request) -> int:
     except PymailError as error:
         close_all(attachments)
         given = [*request.to, *request.cc, *request.bcc]
-        return fail(error, dead, "", [fallback_entry(request, body)],
+        return fail(error, dead, "", lambda: [fallback_entry(request, body)],
                     recipients=given, rebuild="t" if request.read_headers
                     else "1")
     try:
@@ -121,9 +122,11 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
         relay = "-"
     sent = Sent(envelope, message.chunks, message.message_id, relay,
                 settings.account)
+    size = message.size()
     try:
-        with bounded(settings.deadline()):
-            outcome = deliver(settings, envelope, message.chunks())
+        with bounded(settings.deadline()), progress.shown(size) as counted:
+            outcome = deliver(settings, envelope, counted(message.chunks()),
+                              size)
     except PymailError as error:
         return settle_failure(settings, error, sent)
     if outcome.reply:
@@ -132,11 +135,13 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
 
 
 def fail(error: PymailError, dead: Path | None, sender: str,
-         chunks: Iterable[bytes] | None, *, recipients: list[str] | None = None,
+         chunks: Callable[[], Iterable[bytes]] | None, *,
+         recipients: list[str] | None = None,
          rebuild: str | None = None) -> int:
-    """Keep the message, then print one line; returns the exit status.
-    With `rebuild`, the message is kept unbuilt with the recipients as
-    given, for --resend to build once the cause is fixed."""
+    """Keep the message (chunks gives it afresh at each call), then print
+    one line; returns the exit status. With `rebuild`, the message is kept
+    unbuilt with the recipients as given, for --resend to build once the
+    cause is fixed."""
     where = ""
     if chunks is not None:
         try:
@@ -322,11 +327,14 @@ def record(settings: Settings, sender: str, message: Message) -> None:
     if not path.is_absolute():
         path = home_dir() / path
     try:
-        deadletter.append_private(path, deadletter.mbox_entry(sender,
-                                                          message.chunks()))
+        deadletter.append_private(path, deadletter.mbox_entry(
+            sender, message.chunks()))
     except OSError as exc:
         log.warning("delivered, but could not write record %s: %s", path,
                     exc.strerror or exc)
+    except NoInputError as error:
+        log.warning("delivered, but could not write record %s: %s", path,
+                    error.line())
 
 
 def fallback_entry(request: Request, body: bytes) -> bytes:

@@ -7,10 +7,15 @@ pymail itself behaves this way when invoked as `sendmail` (or `mailq`).
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.errors import (
@@ -21,9 +26,12 @@ from pymail.errors import (
     PymailError,
     UsageError,
 )
+from pymail.files import spooled
+from pymail.lines import BLOCK, blocks, line_pieces
 from pymail.message import (
     Draft,
     Message,
+    Payload,
     decode_text,
     split_header_block,
     usable_charset,
@@ -39,6 +47,12 @@ WITH_VALUE = frozenset("fFrBNVRXLhCOd")
 # Headers that the rebuilt message takes from the parsed ones.
 HANDLED = frozenset({"from", "to", "cc", "bcc", "subject", "mime-version",
                      "content-type", "content-transfer-encoding"})
+# Without -i, a line of a single dot (and CRs) ends the message.
+DOT_LINE = re.compile(rb"^\.\r*(?:\n|\Z)", re.MULTILINE)
+# The empty line after the header, and the most of a message read to find
+# it: a header is not megabytes long.
+HEADER_END = re.compile(rb"\n\r?\n")
+HEADER_LIMIT = 1 << 20
 
 
 @dataclass
@@ -107,19 +121,31 @@ def _mode(word: str) -> str:
     raise UsageError(f"-b{word} is not supported by pymail")
 
 
-def read_message(ignore_dots: bool) -> bytes:
-    """stdin; without -i, a line holding a single dot ends the message."""
+def read_message(ignore_dots: bool) -> BinaryIO:
+    """stdin, in memory or a temporary file (see files.spooled); without
+    -i, a line holding a single dot ends the message."""
     if sys.stdin is None:
-        return b""
-    stream = sys.stdin.buffer
-    if ignore_dots:
-        return stream.read()
-    lines = []
-    for line in stream:
-        if line.rstrip(b"\r\n") == b".":
-            break
-        lines.append(line)
-    return b"".join(lines)
+        return io.BytesIO()
+    chunks = _read(sys.stdin.buffer)
+    return spooled(chunks if ignore_dots else _until_dot(chunks))
+
+
+def _read(stream: BinaryIO) -> Iterator[bytes]:
+    # read1: at a terminal, each line as it is typed, so that a dot ends it.
+    # BinaryIO does not declare read1; stdin's buffer has it.
+    while chunk := stream.read1(BLOCK):  # type: ignore[attr-defined]
+        yield chunk
+
+
+def _until_dot(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks up to a line holding a single dot (and CRs)."""
+    for piece, at_start in line_pieces(chunks):
+        start = 0 if at_start else piece.find(b"\n") + 1
+        found = DOT_LINE.search(piece, start) if at_start or start else None
+        if found:
+            yield piece[:found.start()]
+            return
+        yield piece
 
 
 def run(program: str, args: list[str]) -> int:
@@ -141,7 +167,7 @@ def run(program: str, args: list[str]) -> int:
     return maintenance.list_queue(settings)
 
 
-def send(settings: Settings, options: Options, data: bytes) -> int:
+def send(settings: Settings, options: Options, data: BinaryIO) -> int:
     """Relay one message read from stdin; keep it on any failure."""
     from pymail.send import charsets, fail, transmit
 
@@ -149,27 +175,31 @@ def send(settings: Settings, options: Options, data: bytes) -> int:
         message, envelope = rebuild(settings, options, data, charsets(settings))
     except PymailError as error:
         return fail(error, settings.dead_letter(), options.sender or "",
-                    [data], recipients=options.recipients,
+                    partial(blocks, data), recipients=options.recipients,
                     rebuild="t" if options.read_recipients else "1")
     return transmit(settings, envelope, message)
 
 
-def rebuild(settings: Settings, options: Options, data: bytes,
+def rebuild(settings: Settings, options: Options, data: BinaryIO,
             fallbacks: tuple[str, ...]) -> tuple[Message, Envelope]:
     """The message as pymail writes it: its headers kept, Date, Message-ID
     and From added when missing, a bare local From made the configured
-    address, bare recipients resolved, Bcc removed, the body re-encoded."""
-    headers, body = split_header_block(data, fallbacks, strict=False)
+    address, bare recipients resolved, Bcc removed, the body re-encoded.
+    A MIME body that is not text is sent from the file, never held whole."""
+    head = head_of(data)
+    headers, rest = split_header_block(head, fallbacks, strict=False)
+    body_start = len(head) - len(rest)
     first = {n.lower(): v for n, v in reversed(headers)}
     content_type = first.get("content-type", "text/plain")
     kind = content_type.partition(";")[0].strip().lower()
     passthrough = None
     if kind.startswith("text/"):
-        text = decode_body(body, first, fallbacks).encode("utf-8")
+        data.seek(body_start)
+        text = decode_body(data.read(), first, fallbacks).encode("utf-8")
     else:
         # Multipart and other MIME bodies go as they came, line ends fixed.
-        passthrough = (content_type,
-                       first.get("content-transfer-encoding"), body)
+        passthrough = (content_type, first.get("content-transfer-encoding"),
+                       Payload.of(blocks(data, body_start)))
         text = b""
     aliases, catchall = settings.all_aliases(), settings.catchall()
     # Without -t the headers are only shown: a name that resolves to no
@@ -196,6 +226,18 @@ def rebuild(settings: Settings, options: Options, data: bytes,
         fallback_charsets=fallbacks)
     message = Message(draft)
     return message, Envelope(envelope_sender, recipients, utf8=message.utf8)
+
+
+def head_of(data: BinaryIO) -> bytes:
+    """The start of the message up to its first empty line, or up to
+    HEADER_LIMIT bytes of it (then split_header_block finds where the body
+    begins, or takes all for headers)."""
+    head = b""
+    for block in blocks(data):
+        head += block
+        if HEADER_END.search(head) or len(head) >= HEADER_LIMIT:
+            break
+    return head
 
 
 def decode_body(body: bytes, headers: dict[str, str],

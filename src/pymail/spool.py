@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pymail import deadletter
@@ -332,8 +333,9 @@ class Flush:
 
     def _to_dead_letter(self, entry: Entry, recipients: list[str], error: str,
                         *, remove: bool = True) -> None:
-        where = deadletter.keep(self.dead, entry.sender, self.spool.chunks(entry),
-                              recipients=recipients, error=error)
+        where = deadletter.keep(self.dead, entry.sender,
+                                partial(self.spool.chunks, entry),
+                                recipients=recipients, error=error)
         print(f"pymail: queued {entry.id} for {', '.join(recipients)}: "
               f"{error}; {where}", file=sys.stderr)
         self.report.dead += 1
