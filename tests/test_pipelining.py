@@ -468,3 +468,27 @@ def test_connection_lost_mid_batch_keeps_the_unanswered(raw_tls, mailrc, run,
     assert [e["id"] for e in left] == ids[1:]
     assert all("closed the connection" in e["last_error"] for e in left)
     assert all(e["attempts"] == 2 for e in left)
+
+
+def test_cli_send_over_the_relays_size_is_kept_not_uploaded(start, ca_file,
+                                                            mailrc, run, home,
+                                                            tmp_path):
+    srv = start(*BOTH, size_limit=5000)
+    (tmp_path / "big.bin").write_bytes(b"\x00" * 6000)
+    mailrc(rc_for(srv, ca_file))
+    result = run("-s", "too big", "-a", str(tmp_path / "big.bin"),
+                 "a@example.org", input=b"see attached\n")
+    assert result.code == 69
+    assert "accepts at most" in result.err and "5000 bytes" in result.err
+    assert "MAIL" not in srv.handler.commands
+    assert b"Subject: too big" in (home / "dead.letter").read_bytes()
+
+
+def test_cli_declares_the_exact_size(start, ca_file, mailrc, run, tmp_path):
+    srv = start(*BOTH, size_limit=10_000_000)
+    (tmp_path / "a.txt").write_bytes(b"attached\n" * 100)
+    mailrc(rc_for(srv, ca_file))
+    assert run("-s", "sized", "-a", str(tmp_path / "a.txt"), "a@example.org",
+               input=b"body\n").code == 0
+    [got] = srv.messages
+    assert srv.handler.mail_options == [[f"SIZE={len(got.data)}"]]
