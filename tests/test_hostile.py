@@ -294,3 +294,40 @@ def test_password_is_hidden_even_in_the_recipe_error(mailrc, run):
     mailrc(recipe(free_port()).replace(PASSWORD, "p@ss:w0rd"))
     result = run("-v", "--debug", "-s", "x", TO, input=BODY)
     assert "p@ss:w0rd" not in result.err
+
+
+# stderr that cannot be written, and dead.letter neither ----------------------
+
+@pytest.mark.parametrize("stderr", ["closed", "/dev/full", "/dev/null"])
+@pytest.mark.parametrize("program", ["pymail", "pymail-sendmail"])
+def test_unwritable_stderr_and_dead_letter_still_exit_73(tmp_path, stderr,
+                                                         program):
+    """cron may start pymail with stderr closed or on a full disk: the exit
+    status still says the message could not be kept, and nothing lands in
+    stdout (nor, with fd 2 closed, in a file opened later)."""
+    import os
+    import subprocess
+    import sys as system
+    from pathlib import Path as P
+
+    from servers import free_port
+    rc = tmp_path / "mail.rc"
+    rc.write_text(f"set smtp=smtp://127.0.0.1:{free_port()}\n"
+                  "set from=cron@example.com\n")
+    args = ["-s", "t", "a@example.org"] if program == "pymail" else \
+        ["a@example.org"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MAILRC": str(rc),
+           "DEAD": str(tmp_path / "missing" / "dead.letter")}
+    if stderr == "closed":
+        proc = subprocess.run([P(system.executable).parent / program, *args],
+                              input=b"hello\n", capture_output=False,
+                              stdout=subprocess.PIPE, env=env, timeout=60,
+                              preexec_fn=lambda: os.close(2))
+    else:
+        with open(stderr, "wb") as sink:
+            proc = subprocess.run(
+                [P(system.executable).parent / program, *args],
+                input=b"hello\n", stdout=subprocess.PIPE, stderr=sink,
+                env=env, timeout=60)
+    assert proc.returncode == 73
+    assert proc.stdout == b""

@@ -203,6 +203,10 @@ def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and turn every outcome into an exit code."""
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        from pymail.files import steady_streams
+
+        steady_streams()
     if argv is None and os.path.basename(sys.argv[0]) in ("sendmail", "mailq"):
         from pymail.sendmail import main as sendmail_main
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +17,7 @@ from typing import BinaryIO, NamedTuple
 
 from pymail import lines
 from pymail.errors import DeadLetterError
-from pymail.files import open_regular, write_all
+from pymail.files import open_regular, to_stderr, write_all
 
 FROM_LINE = re.compile(rb">*From ")
 FROM_AFTER_LF = re.compile(rb"\n(?=>*From )")
@@ -189,11 +188,11 @@ def keep(path: Path | None, sender: str,
     try:
         append_private(path, entry())
     except OSError as exc:
-        for piece in entry():
-            sys.stderr.buffer.write(piece)
-        sys.stderr.flush()
-        raise DeadLetterError(f"cannot write {path}: {exc.strerror or exc}; "
-                              "the message was printed on stderr") from exc
+        shown = to_stderr(entry())
+        raise DeadLetterError(
+            f"cannot write {path}: {exc.strerror or exc}; " +
+            ("the message was printed on stderr" if shown else
+             "stderr cannot take it either: the message is lost")) from exc
     return f"message saved in {path}"
 
 

@@ -13,6 +13,7 @@ import errno
 import io
 import os
 import stat
+import sys
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -95,3 +96,66 @@ def _in_memory(held: io.BytesIO, pieces: Iterable[bytes]) -> BinaryIO:
         held.write(piece)
     held.seek(0)
     return held
+
+
+# stderr ---------------------------------------------------------------------
+#
+# cron and daemons may start pymail with stderr closed, on /dev/null or on a
+# full disk. What pymail says there must never fail the command, change its
+# exit status, or land in stdout or in a file opened later as fd 2.
+
+class _Forgiving(io.RawIOBase):
+    """A file descriptor whose write errors are dropped."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        try:
+            return os.write(self.fd, data)
+        except OSError:
+            return len(data)
+
+
+def steady_streams() -> None:
+    """Open fds 0-2 on /dev/null where they are closed, and make stderr a
+    stream whose failures are dropped; for the command's entry points."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free fd
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(_Forgiving(2)), errors="backslashreplace",
+        line_buffering=True)
+
+
+def to_stderr(pieces: Iterable[bytes]) -> bool:
+    """Write the pieces to fd 2; False when they cannot be read there
+    (stderr is /dev/null, or writing fails)."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        mode = os.fstat(2)
+        null = os.stat(os.devnull)
+        if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == null.st_rdev:
+            return False
+        for piece in pieces:
+            write_all(2, piece)
+    except OSError:
+        return False
+    return True

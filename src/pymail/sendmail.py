@@ -26,7 +26,7 @@ from pymail.errors import (
     PymailError,
     UsageError,
 )
-from pymail.files import spooled
+from pymail.files import spooled, steady_streams
 from pymail.lines import BLOCK, blocks, line_pieces
 from pymail.message import (
     Draft,
@@ -309,6 +309,8 @@ def _addresses(value: str | None, aliases: dict[str, list[str]],
 def main(argv: list[str] | None = None, program: str | None = None) -> None:
     """Entry point of pymail-sendmail."""
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        steady_streams()
     name = program or Path(sys.argv[0]).name
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
