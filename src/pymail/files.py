@@ -110,6 +110,7 @@ class _Forgiving(io.RawIOBase):
     def __init__(self, fd: int) -> None:
         super().__init__()
         self.fd = fd
+        self.failed = False
 
     def writable(self) -> bool:
         return True
@@ -124,6 +125,7 @@ class _Forgiving(io.RawIOBase):
         try:
             return os.write(self.fd, data)
         except OSError:
+            self.failed = True
             return len(data)
 
 
@@ -145,17 +147,23 @@ def steady_streams() -> None:
 
 
 def to_stderr(pieces: Iterable[bytes]) -> bool:
-    """Write the pieces to fd 2; False when they cannot be read there
-    (stderr is /dev/null, or writing fails)."""
+    """Write the pieces to stderr; False when they cannot be read there
+    (no stderr, stderr is /dev/null, or writing failed)."""
+    stream = sys.stderr
+    if stream is None:
+        return False
     try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        mode = os.fstat(2)
+        mode = os.fstat(stream.fileno())
         null = os.stat(os.devnull)
         if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == null.st_rdev:
             return False
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a file descriptor: a test's capture
+    try:
+        stream.flush()
         for piece in pieces:
-            write_all(2, piece)
-    except OSError:
+            stream.buffer.write(piece)
+        stream.buffer.flush()
+    except (OSError, ValueError, AttributeError):
         return False
-    return True
+    return not getattr(getattr(stream.buffer, "raw", None), "failed", False)
