@@ -133,6 +133,7 @@ class Benchmark:
             "RTT": ", ".join(f"{r} ms" for r in args.rtt)})
 
     def run(self) -> int:
+        self.load_at_start = _load()
         snapshot = Snapshot(self.work / "saved")
         try:
             self._prepare(snapshot)
@@ -244,6 +245,9 @@ class Benchmark:
 
     def _report(self) -> None:
         described = report.machine(self.pymail, self.python, clients.REPO)
+        # Other work on the machine shows in every number: say how much.
+        described["load average (1, 5, 15 min)"] = \
+            f"{self.load_at_start} at the start, {_load()} at the end"
         print(report.text(self.results, described))
         if self.args.markdown:
             self.args.markdown.write_text(
@@ -275,6 +279,10 @@ def _warn_about_environment() -> None:
         print("benchmark: note: /etc/pymail.env exists and beats the "
               "benchmark's mail.rc for the variables it sets",
               file=sys.stderr)
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _progress(text: str) -> None:
