@@ -289,6 +289,25 @@ def _first_line(command: list[str]) -> str:
 
 # -- output ----------------------------------------------------------------
 
+HOW = [
+    "- The same small message to the same relay, each client with its own "
+    "configuration and certificate verification on: pymail with a mail.rc "
+    "($MAILRC, `-n`) naming no `smtp-auth` (it picks the mechanism); s-nail "
+    "(`-n`, its own $MAILRC, v15 syntax) with `smtp-auth=login`, as its "
+    "users must set it; msmtp with its own file (`-C`, `tls on`, "
+    "`tls_starttls off`, `auth on`). The relay offers PLAIN and LOGIN.",
+    "- Cold send: a new process per message; each client sends once "
+    "unmeasured, then the clients take turns. Wall time is from fork to "
+    "exit; CPU is user + system from wait4, children included.",
+    "- Peak RSS is ru_maxrss from wait4 of a process forked by a small "
+    "helper; the /bin/true row shows the least it can report.",
+    "- Batch: s-nail and msmtp run once per message, one after the other. "
+    "pymail's messages are queued first (sent with its queue on to a port "
+    "where nothing listens) and delivered by one `pymail --flush` once they "
+    "are due.",
+    "- Each step checks in Postfix's log that every message was delivered.",
+]
+
 def text(results: Results, described: dict[str, str]) -> str:
     parts = ["", "Machine:", *[f"  {k}: {v}" for k, v in described.items()],
              ""]
@@ -312,6 +331,10 @@ def markdown(results: Results, described: dict[str, str]) -> str:
         *[f"- {key}: {value}" for key, value in described.items()],
         "",
         f"Settings: {settings}.",
+        "",
+        "## How",
+        "",
+        *HOW,
         "",
         "## Results",
         "",
