@@ -156,6 +156,9 @@ class Benchmark:
         if not os.access(self.pymail, os.X_OK):
             raise BenchError(f"{self.pymail} is not an executable")
         self.python = clients.interpreter_of(self.pymail)
+        # Now, not at the end: the commit is that of the pymail measured.
+        self.described = report.machine(self.pymail, self.python,
+                                        clients.REPO)
         self.certificates = certs.make(self.work / "tls")
         self.relay = Relay(self.work, self.certificates)
         self.relay.start()
@@ -244,7 +247,7 @@ class Benchmark:
                 scenarios.flush(runner, client, queue, count)
 
     def _report(self) -> None:
-        described = report.machine(self.pymail, self.python, clients.REPO)
+        described = dict(self.described)
         # Other work on the machine shows in every number: say how much.
         described["load average (1, 5, 15 min)"] = \
             f"{self.load_at_start} at the start, {_load()} at the end"

@@ -272,8 +272,10 @@ def _os_release() -> str:
 def _git(repo: Path) -> str:
     commit = _first_line(["git", "-C", str(repo), "rev-parse", "--short",
                           "HEAD"])
+    # Only what goes into pymail counts: src/ and its packaging.
     dirty = _first_line(["git", "-C", str(repo), "status", "--porcelain",
-                         "--untracked-files=no"])
+                         "--untracked-files=no", "--", "src",
+                         "pyproject.toml"])
     return f"commit {commit}{', with local changes' if dirty else ''}"
 
 

@@ -138,7 +138,7 @@ def fill_queue(runner: Runner, client: Client, queue: Path, count: int,
             *client.argv[1:]]
     for _ in range(count):
         runner.run(client, argv)
-    queued = len(_queue_entries(queue))
+    queued = len(_queued(queue))
     if queued != count:
         raise BenchError(f"pymail queued {queued} messages in {queue}, "
                          f"expected {count}; see {runner.logs}")
@@ -147,8 +147,7 @@ def fill_queue(runner: Runner, client: Client, queue: Path, count: int,
 def wait_until_due(queue: Path) -> None:
     """A queued message is retried only after a wait (pymail's back-off);
     sleep until the last one is due, so that a plain --flush sends all."""
-    due = [entry.get("next_attempt", 0.0) for entry in _queue_entries(queue)]
-    wait = max(due, default=0.0) - time.time()
+    wait = max(map(_due, _queued(queue)), default=0.0) - time.time()
     if wait > 0:
         time.sleep(wait + 0.5)
 
@@ -158,15 +157,21 @@ def flush(runner: Runner, client: Client, queue: Path, count: int) -> Batch:
     before = runner.relay.delivered()
     sample = runner.run(client, [client.argv[0], "-n", "--flush"])
     runner.expect(before, count, "pymail --flush")
-    left = len(_queue_entries(queue))
+    left = len(_queued(queue))
     if left:
         raise BenchError(f"pymail --flush left {left} messages in {queue}")
     return Batch(count, sample.wall, sample.cpu, 1)
 
 
-def _queue_entries(queue: Path) -> list[dict[str, float]]:
+def _queued(queue: Path) -> list[Path]:
     """The state files of pymail's queue (ID.json, see its spool.py)."""
-    entries = []
-    for path in queue.glob("*.json"):
-        entries.append(json.loads(path.read_text()))
-    return entries
+    return sorted(queue.glob("*.json"))
+
+
+def _due(path: Path) -> float:
+    """When a queued message is next tried (seconds since the epoch)."""
+    try:
+        return float(json.loads(path.read_text())["next_attempt"])
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unknown format: assume pymail's first retry after a minute.
+        return path.stat().st_mtime + 60

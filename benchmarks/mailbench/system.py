@@ -89,7 +89,8 @@ def snapshot_one(path: Path, save_dir: Path | None) -> Saved:
         return Saved(path, "absent")
     copy = None
     if save_dir is not None:
-        copy = save_dir / path.name
+        # /usr/sbin/sendmail and /usr/lib/sendmail: the name is not unique.
+        copy = save_dir / str(path).strip("/").replace("/", "_")
         shutil.copy2(path, copy)
         stat = os.stat(path)
         os.chown(copy, stat.st_uid, stat.st_gid)
