@@ -326,7 +326,9 @@ def markdown(results: Results, described: dict[str, str]) -> str:
         "benchmarks/RESULTS.md` (see README, Benchmark). Every number is a "
         "median over repeated runs on the machine below; the relay is a "
         "private Postfix with Dovecot SASL on 127.0.0.1, implicit TLS, "
-        "certificates verified by every client.",
+        "certificates verified by every client. A load average above the "
+        "number of cores means other work shared the CPU during the run: "
+        "compare runs made under a similar load.",
         "",
         "## Machine",
         "",
