@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 SENDER = "bench@example.com"
 RECIPIENT = "sink@example.com"
 SUBJECT = "pymail benchmark"
+# The files besides src/ that the package is built from.
+PACKAGING = ("pyproject.toml", "README.md")
 BODY = "A small message from the pymail benchmark.\nNothing to see here.\n"
 
 
@@ -155,16 +158,30 @@ def install_pymail(cache: Path) -> Path:
     print(f"installing pymail from {REPO} into {venv}", file=sys.stderr)
     shutil.rmtree(venv, ignore_errors=True)
     _quiet([sys.executable, "-m", "venv", str(venv)], "python3 -m venv")
-    _quiet([str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir",
-            str(REPO)], "pip install")
+    with tempfile.TemporaryDirectory() as copy:
+        # From a copy: pip builds in the tree it is given (build/, and
+        # stale modules there would be installed too).
+        source = _copy_source(Path(copy))
+        _quiet([str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir",
+                str(source)], "pip install")
     stamp.write_text(digest)
     return binary
+
+
+def _copy_source(directory: Path) -> Path:
+    """What the package is built from, copied into directory."""
+    source = directory / "pymail"
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.egg-info"))
+    for name in PACKAGING:
+        shutil.copy2(REPO / name, source / name)
+    return source
 
 
 def source_digest() -> str:
     """A hash of what goes into the installed package."""
     digest = hashlib.sha256()
-    files = [REPO / "pyproject.toml", REPO / "README.md",
+    files = [*(REPO / name for name in PACKAGING),
              *sorted((REPO / "src").rglob("*.py"))]
     for path in files:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0")
