@@ -492,3 +492,22 @@ def test_cli_declares_the_exact_size(start, ca_file, mailrc, run, tmp_path):
                input=b"body\n").code == 0
     [got] = srv.messages
     assert srv.handler.mail_options == [[f"SIZE={len(got.data)}"]]
+
+
+def test_replies_are_acknowledged_at_once(start, ca_file, monkeypatch):
+    """Before each reply is read, delayed ACKs are turned off (see
+    relay.quick_ack): Postfix's greeting otherwise waits up to 40 ms."""
+    import socket
+    seen: list[int] = []
+    real = relay.quick_ack
+
+    def spy(sock: Any) -> None:
+        real(sock)
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+    monkeypatch.setattr(relay, "quick_ack", spy)
+    srv = start(*BOTH)
+    deliver(settings_for(srv, ca_file), Envelope(USER, ["a@example.org"]),
+            [TEXT])
+    # The greeting, EHLO, AUTH and the group's three replies.
+    assert len(seen) >= 6
+    assert all(seen)
