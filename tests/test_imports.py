@@ -92,3 +92,11 @@ def test_the_sendmail_entry_needs_no_click(server, mailrc, tmp_path):
     assert len(server.messages) == 1
     assert "click" not in modules
     assert "dotenv" not in modules
+
+
+def test_the_console_scripts_tune_gc_before_importing_anything():
+    code = ("import gc, sys; import pymail.scripts; "
+            "print(' '.join(m for m in sys.modules if m.startswith('pymail')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["pymail", "pymail.scripts"]
