@@ -28,7 +28,7 @@ ERROR_HEADER = b"X-Pymail-Error: "
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Kept:
     """A message read back from dead.letter."""
 

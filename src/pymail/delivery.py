@@ -38,7 +38,7 @@ class Interrupted(TemporaryFailure):
     """A signal stopped the delivery; the message is kept."""
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Sent:
     """What is needed to keep or record one message."""
 

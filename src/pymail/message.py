@@ -175,7 +175,7 @@ def encode_body(data: bytes, *, text: bool) -> tuple[str, bytes]:
 
 # Attachments -------------------------------------------------------------
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Attachment:
     """A file to attach, opened and checked before any connection is made."""
 
@@ -272,7 +272,7 @@ def _read_slice(stream: BinaryIO) -> bytes:
 
 # The message --------------------------------------------------------------
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Draft:
     """What the user asked to send."""
 

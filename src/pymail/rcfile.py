@@ -56,7 +56,7 @@ MODIFIERS = frozenset({"wysh", "vput", "local", "ignerr", "u", "scope"})
 MAX_SOURCE_DEPTH = 10
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Line:
     """One logical line of a file: its text and where it came from."""
 
@@ -64,7 +64,7 @@ class Line:
     where: str
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RcState:
     """What the files said: variables, aliases and account blocks."""
 

@@ -58,7 +58,7 @@ APP_SPECIFIC_HINT = ("the relay wants an application-specific password: "
                      "create one in the mailbox's security settings")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Outcome:
     """What the relay did with one message."""
 
@@ -67,7 +67,7 @@ class Outcome:
     refused: dict[str, DeliveryError] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Envelope:
     """MAIL FROM and RCPT TO: who sends, and who receives."""
 

@@ -44,7 +44,7 @@ NO_EFFECT = {
 }
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Parsed:
     """The request after -t: recipients, subject and headers from stdin."""
 

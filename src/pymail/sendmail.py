@@ -41,7 +41,7 @@ HANDLED = frozenset({"from", "to", "cc", "bcc", "subject", "mime-version",
                      "content-type", "content-transfer-encoding"})
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Options:
     recipients: list[str] = field(default_factory=list)
     sender: str | None = None

@@ -72,7 +72,7 @@ RELAY_HINT = ("add `set smtp=smtps://smtp.example.com:465`, "
               "PYMAIL_SMTP_AUTH_PASSWORD=... to /etc/pymail.env")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Relay:
     """Where and how to connect."""
 
@@ -88,7 +88,7 @@ class Relay:
         return f"{host}:{self.port}"
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Settings:
     """Everything a send needs, resolved from every source."""
 
