@@ -14,16 +14,16 @@ changed by nobody but its owner (and root).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import stat
 import time
 from contextlib import suppress
 
+from pymail import logs
 from pymail.files import write_all
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Part of each entry's name: changing the layout of an entry changes it.
 LAYOUT = "1"

@@ -8,7 +8,6 @@ message is kept before pymail exits.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
-from pymail import deadletter, notices
+from pymail import deadletter, logs, notices
 from pymail.errors import (
     EX_OK,
     NoInputError,
@@ -29,7 +28,7 @@ from pymail.errors import (
 from pymail.relay import Envelope, Outcome
 from pymail.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

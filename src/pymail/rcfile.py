@@ -8,17 +8,17 @@ the line.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pymail import logs
 from pymail.errors import ConfigError
 from pymail.files import read_regular
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Commands of heirloom-mailx and s-nail that only matter when reading mail,
 # displaying it, or editing interactively. They are valid in a mail.rc and

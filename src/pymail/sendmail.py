@@ -7,11 +7,11 @@ pymail itself behaves this way when invoked as `sendmail` (or `mailq`).
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pymail import logs
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.errors import (
     EX_SOFTWARE,
@@ -32,7 +32,7 @@ from pymail.notices import setup_logging
 from pymail.relay import Envelope
 from pymail.settings import Settings, resolve_variables
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Options whose value may be attached (-fuser) or the next word (-f user).
 WITH_VALUE = frozenset("fFrBNVRXLhCOd")

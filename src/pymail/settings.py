@@ -10,7 +10,6 @@ The sources, later ones winning (see resolve_variables):
 
 from __future__ import annotations
 
-import logging
 import os
 import pwd
 import re
@@ -19,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pymail import logs
 from pymail.errors import ConfigError
 from pymail.files import read_regular
 from pymail.rcfile import Interpreter, RcState
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 SYSTEM_RC = Path("/etc/mail.rc")
 SYSTEM_ENV = Path("/etc/pymail.env")
