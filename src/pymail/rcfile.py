@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pymail import logs
@@ -64,17 +64,17 @@ class Line:
     where: str
 
 
-@dataclass(repr=False, eq=False)
 class RcState:
     """What the files said: variables, aliases and account blocks."""
 
-    variables: dict[str, str] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, list[str]] = field(default_factory=dict)
-    accounts: dict[str, list[Line]] = field(default_factory=dict)
-    # (source, variable) for every password set: a file's path, "-S" or
-    # "environment"; for the permission and command-line warnings.
-    secrets: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.variables: dict[str, str] = {}
+        self.origins: dict[str, str] = {}
+        self.aliases: dict[str, list[str]] = {}
+        self.accounts: dict[str, list[Line]] = {}
+        # (source, variable) for every password set: a file's path, "-S" or
+        # "environment"; for the permission and command-line warnings.
+        self.secrets: list[tuple[str, str]] = []
 
     def assign(self, name: str, value: str | None, where: str,
                source: str | None = None) -> None:
