@@ -13,7 +13,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
@@ -37,15 +36,17 @@ class Interrupted(TemporaryFailure):
     """A signal stopped the delivery; the message is kept."""
 
 
-@dataclass(repr=False, eq=False)
 class Sent:
     """What is needed to keep or record one message."""
 
-    envelope: Envelope
-    chunks: Callable[..., Iterable[bytes]]  # a fresh stream each call
-    message_id: str
-    relay: str
-    account: str | None = None
+    def __init__(self, envelope: Envelope,
+                 chunks: Callable[..., Iterable[bytes]], message_id: str,
+                 relay: str, account: str | None = None) -> None:
+        self.envelope = envelope
+        self.chunks = chunks  # a fresh stream each call
+        self.message_id = message_id
+        self.relay = relay
+        self.account = account
 
 
 def settle_failure(settings: Settings, error: PymailError, sent: Sent) -> int:

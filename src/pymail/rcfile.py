@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pymail import logs
 from pymail.errors import ConfigError
@@ -56,8 +56,7 @@ MODIFIERS = frozenset({"wysh", "vput", "local", "ignerr", "u", "scope"})
 MAX_SOURCE_DEPTH = 10
 
 
-@dataclass(repr=False, eq=False)
-class Line:
+class Line(NamedTuple):
     """One logical line of a file: its text and where it came from."""
 
     text: str
