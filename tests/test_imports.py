@@ -37,17 +37,23 @@ sys.stderr.write("\\nmodules: " + " ".join(sorted(sys.modules)) + "\\n")
 TLS_AND_EMAIL = ("ssl", "_ssl", "smtplib", "email", "certifi", "dotenv")
 
 
-def loaded(*args: str, stdin: bytes = b"",
-           isolated: Path | None = None) -> set[str]:
-    """The modules a fresh `pymail ARGS` (or `sendmail ARGS`) imported, and
-    the packages they are in."""
+def run_probe(*args: str, stdin: bytes = b"",
+              isolated: Path | None = None) -> tuple[set[str], str]:
+    """The modules a fresh `pymail ARGS` (or `sendmail ARGS`) imported, with
+    the packages they are in, and what it wrote to stderr before."""
     prefix = ["--isolated", str(isolated)] if isolated else []
     result = subprocess.run([sys.executable, "-c", PROBE, *prefix, *args],
                             input=stdin, capture_output=True, check=True)
-    last = result.stderr.decode().rstrip("\n").rpartition("\n")[2]
+    err, _, last = result.stderr.decode().rstrip("\n").rpartition("\n")
     assert last.startswith("modules: "), result.stderr.decode()
     names = last.split()[1:]
-    return {*names, *(name.partition(".")[0] for name in names)}
+    return {*names, *(name.partition(".")[0] for name in names)}, err
+
+
+def loaded(*args: str, stdin: bytes = b"",
+           isolated: Path | None = None) -> set[str]:
+    """The modules a fresh `pymail ARGS` (or `sendmail ARGS`) imported."""
+    return run_probe(*args, stdin=stdin, isolated=isolated)[0]
 
 
 @pytest.mark.parametrize("option", ["--version", "--help"])
@@ -69,6 +75,30 @@ def test_a_send_without_env_file_needs_no_dotenv(server, mailrc, ca_file,
     # certifi's bundle is found without running certifi; idna is for names
     # that are not plain ASCII; the queue is off.
     assert modules.isdisjoint({"certifi", "idna", "json", "pymail.spool"})
+    # Nothing is logged without -v, so logging is not imported.
+    assert "logging" not in modules
+
+
+def test_a_warning_is_logged_with_logging_imported_then(server, mailrc,
+                                                        tmp_path):
+    record = tmp_path / "sent.mbox"
+    record.mkdir()  # appending to a directory fails
+    mailrc(recipe(server.port, extra=f"set record={record}\n"))
+    modules, err = run_probe("pymail", "-s", "disk", "ops@example.org",
+                             stdin=b"sda1 at 91%\n", isolated=tmp_path / "none")
+    assert len(server.messages) == 1
+    assert "logging" in modules
+    assert f"pymail: delivered, but could not write record {record}" in err
+
+
+def test_verbose_imports_logging_and_shows_the_dialogue(server, mailrc,
+                                                        tmp_path):
+    mailrc(recipe(server.port))
+    modules, err = run_probe("pymail", "-v", "-s", "disk", "ops@example.org",
+                             stdin=b"sda1 at 91%\n", isolated=tmp_path / "none")
+    assert "logging" in modules
+    assert "pymail: >>> MAIL FROM:" in err
+    assert "pymail: <<< 250" in err
 
 
 def test_an_env_file_is_read_with_dotenv(server, mailrc, tmp_path,
@@ -92,3 +122,11 @@ def test_the_sendmail_entry_needs_no_click(server, mailrc, tmp_path):
     assert len(server.messages) == 1
     assert "click" not in modules
     assert "dotenv" not in modules
+
+
+def test_the_console_scripts_tune_gc_before_importing_anything():
+    code = ("import gc, sys; import pymail.scripts; "
+            "print(' '.join(m for m in sys.modules if m.startswith('pymail')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == ["pymail", "pymail.scripts"]

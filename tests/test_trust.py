@@ -5,6 +5,7 @@ Against real servers on 127.0.0.1 with certificates from test CAs."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_built_once_then_reused(server, mailrc, run, ca_file, cache,
     assert result.code == 0, result.err
     [entry] = entries(cache)
     assert (entry.stat().st_mode & 0o777) == 0o700
-    assert any(cadir.HASH_NAME.fullmatch(p.name) for p in entry.iterdir())
+    assert any(re.fullmatch(cadir.HASH_NAME, p.name) for p in entry.iterdir())
 
     def no_build(*args: Any) -> str:
         raise AssertionError("built again")

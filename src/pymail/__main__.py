@@ -1,6 +1,6 @@
 """`python -m pymail` runs the pymail command."""
 
-from pymail.cli import main
+from pymail.scripts import pymail
 
 if __name__ == "__main__":
-    main()
+    pymail()

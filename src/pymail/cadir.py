@@ -14,24 +14,25 @@ changed by nobody but its owner (and root).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import stat
 import time
 from contextlib import suppress
 
+from pymail import logs
 from pymail.files import write_all
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Part of each entry's name: changing the layout of an entry changes it.
 LAYOUT = "1"
 PREFIX = "cas-"
 BUILDING = ".new-"
-PEM = re.compile(rb"-----BEGIN (TRUSTED |)CERTIFICATE-----\r?\n"
-                 rb".*?-----END \1CERTIFICATE-----", re.DOTALL)
-HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+# Patterns, compiled (and cached by re) only when an entry is built.
+PEM = (rb"(?s)-----BEGIN (TRUSTED |)CERTIFICATE-----\r?\n"
+       rb".*?-----END \1CERTIFICATE-----")
+HASH_NAME = r"[0-9a-f]{8}\.[0-9]+"
 # An entry in use is touched once a day; one unused for a month goes when
 # another is built.
 TOUCH_AFTER = 86400.0
@@ -133,7 +134,7 @@ def _build(bundles: list[str], base: str, entry: str) -> str:
         result = subprocess.run([openssl, "rehash", work], capture_output=True,
                                 stdin=subprocess.DEVNULL, timeout=60,
                                 check=False)
-        linked = sum(1 for name in os.listdir(work) if HASH_NAME.fullmatch(name))
+        linked = sum(1 for name in os.listdir(work) if re.fullmatch(HASH_NAME, name))
         if result.returncode != 0 or linked != len(blocks):
             reason = result.stderr.decode("utf-8", "replace").strip()
             raise Unusable(f"openssl rehash linked {linked} of {len(blocks)} "
@@ -160,7 +161,7 @@ def certificates(bundles: list[str]) -> list[bytes]:
     for path in bundles:
         with open(path, "rb") as stream:
             text = stream.read()
-        for match in PEM.finditer(text):
+        for match in re.finditer(PEM, text):
             block = match.group()
             key = b"".join(block.split())
             if key not in seen:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pymail import __version__
+from pymail import __version__, logs
 from pymail.errors import EX_SOFTWARE, EX_USAGE, PymailError
 
 # Options that take a value, for finding a `--` that ends pymail's options.
@@ -57,11 +57,7 @@ def parse_sendmail_args(args: list[str]) -> str | None:
         if arg[:2] in ("-f", "-r") and len(arg) > 2:
             sender = arg[2:]
         else:
-            # Here, not at the top: --version and --help need no logging.
-            import logging
-
-            logging.getLogger("pymail").info("sendmail option %s ignored",
-                                             arg)
+            logs.Logger("pymail").info("sendmail option %s ignored", arg)
         i += 1
     return sender
 

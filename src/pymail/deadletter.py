@@ -39,7 +39,7 @@ HEAD = 1 << 20
 ENVELOPE_LINE = 4096
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Kept:
     """A message read back from dead.letter."""
 

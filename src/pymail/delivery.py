@@ -8,17 +8,15 @@ message is kept before pymail exits.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
-from pymail import deadletter, notices
+from pymail import deadletter, logs, notices
 from pymail.errors import (
     EX_OK,
     NoInputError,
@@ -29,7 +27,7 @@ from pymail.errors import (
 from pymail.relay import Envelope, Outcome
 from pymail.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -38,15 +36,17 @@ class Interrupted(TemporaryFailure):
     """A signal stopped the delivery; the message is kept."""
 
 
-@dataclass
 class Sent:
     """What is needed to keep or record one message."""
 
-    envelope: Envelope
-    chunks: Callable[..., Iterable[bytes]]  # a fresh stream each call
-    message_id: str
-    relay: str
-    account: str | None = None
+    def __init__(self, envelope: Envelope,
+                 chunks: Callable[..., Iterable[bytes]], message_id: str,
+                 relay: str, account: str | None = None) -> None:
+        self.envelope = envelope
+        self.chunks = chunks  # a fresh stream each call
+        self.message_id = message_id
+        self.relay = relay
+        self.account = account
 
 
 def settle_failure(settings: Settings, error: PymailError, sent: Sent) -> int:

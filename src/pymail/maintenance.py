@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pymail import deadletter
+from pymail import deadletter, logs
 from pymail.errors import (
     EX_OK,
     EX_UNAVAILABLE,
@@ -23,7 +22,7 @@ from pymail.relay import Connection, Envelope
 from pymail.settings import Settings
 from pymail.spool import Flush, Spool
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 
 def spool_of(settings: Settings) -> Spool:

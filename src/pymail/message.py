@@ -173,7 +173,7 @@ def encode_body(data: bytes, *, text: bool) -> tuple[str, bytes]:
 
 # Attachments -------------------------------------------------------------
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Attachment:
     """A file to attach, opened and checked before any connection is made.
 
@@ -317,7 +317,7 @@ class Payload:
 
 # The message --------------------------------------------------------------
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Draft:
     """What the user asked to send."""
 

@@ -8,33 +8,27 @@ the delivery log (`pymail-log`) when there is one.
 
 from __future__ import annotations
 
-import logging
 import stat
 import sys
 import time
 from pathlib import Path
 
+from pymail import logs
 from pymail.settings import Settings
 
-log = logging.getLogger("pymail")
+log = logs.Logger("pymail")
 
 
 def setup_logging(verbose: bool, debug: bool) -> None:
     """-v shows notes and the SMTP dialogue; warnings are always shown."""
-    logger = logging.getLogger("pymail")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("pymail: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else
-                    logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
+    logs.configure(logs.DEBUG if debug else
+                   logs.INFO if verbose else logs.WARNING)
 
 
 def advise(settings: Settings, text: str) -> None:
     """Show a warning to a person, or record it in the delivery log."""
     if sys.stderr is not None and (sys.stderr.isatty() or
-                                   log.isEnabledFor(logging.INFO)):
+                                   log.isEnabledFor(logs.INFO)):
         print(f"pymail: warning: {text}", file=sys.stderr)
     record(settings, f"warning: {text}", warning=True)
 

@@ -7,11 +7,12 @@ pipe, nothing at all is written.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
+
+from pymail import logs
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -52,7 +53,7 @@ def wanted(size: int) -> bool:
     stream = sys.stderr
     if size < BIG or stream is None:
         return False
-    if logging.getLogger("pymail").isEnabledFor(logging.INFO):
+    if logs.Logger("pymail").isEnabledFor(logs.INFO):
         return False
     try:
         return stream.isatty()

@@ -8,17 +8,17 @@ the line.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from pymail import logs
 from pymail.errors import ConfigError
 from pymail.files import read_regular
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Commands of heirloom-mailx and s-nail that only matter when reading mail,
 # displaying it, or editing interactively. They are valid in a mail.rc and
@@ -56,25 +56,24 @@ MODIFIERS = frozenset({"wysh", "vput", "local", "ignerr", "u", "scope"})
 MAX_SOURCE_DEPTH = 10
 
 
-@dataclass
-class Line:
+class Line(NamedTuple):
     """One logical line of a file: its text and where it came from."""
 
     text: str
     where: str
 
 
-@dataclass
 class RcState:
     """What the files said: variables, aliases and account blocks."""
 
-    variables: dict[str, str] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, list[str]] = field(default_factory=dict)
-    accounts: dict[str, list[Line]] = field(default_factory=dict)
-    # (source, variable) for every password set: a file's path, "-S" or
-    # "environment"; for the permission and command-line warnings.
-    secrets: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.variables: dict[str, str] = {}
+        self.origins: dict[str, str] = {}
+        self.aliases: dict[str, list[str]] = {}
+        self.accounts: dict[str, list[Line]] = {}
+        # (source, variable) for every password set: a file's path, "-S" or
+        # "environment"; for the permission and command-line warnings.
+        self.secrets: list[tuple[str, str]] = []
 
     def assign(self, name: str, value: str | None, where: str,
                source: str | None = None) -> None:

@@ -9,7 +9,6 @@ rewrite. Every socket, TLS and SMTP failure leaves here as a pymail error.
 from __future__ import annotations
 
 import binascii
-import logging
 import smtplib
 import socket
 import ssl
@@ -18,7 +17,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pymail import trust
+from pymail import logs, trust
 from pymail.errors import (
     AuthFailure,
     ConfigError,
@@ -36,8 +35,8 @@ from pymail.settings import Relay, Settings
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-log = logging.getLogger(__name__)
-transcript = logging.getLogger("pymail.transcript")
+log = logs.Logger(__name__)
+transcript = logs.Logger("pymail.transcript")
 
 MASK = "****"
 MAX_REPLY_LINE = 8192
@@ -58,7 +57,7 @@ APP_SPECIFIC_HINT = ("the relay wants an application-specific password: "
                      "create one in the mailbox's security settings")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Outcome:
     """What the relay did with one message."""
 
@@ -67,7 +66,7 @@ class Outcome:
     refused: dict[str, DeliveryError] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Envelope:
     """MAIL FROM and RCPT TO: who sends, and who receives."""
 
@@ -101,7 +100,7 @@ class _Transcript:
     file: Any  # smtplib.SMTP's reader, created on the first reply
 
     def send(self, s: ReadableBuffer | str) -> None:
-        if transcript.isEnabledFor(logging.INFO):
+        if transcript.isEnabledFor(logs.INFO):
             line = s if isinstance(s, str) else bytes(s).decode("ascii", "replace")
             transcript.info(">>> %s", self._masked(line.rstrip("\r\n")))
         super().send(s)  # type: ignore[misc]
@@ -153,7 +152,7 @@ class _Transcript:
         text = b"\n".join(lines)
         if code != 334:
             self._in_auth = False
-        if transcript.isEnabledFor(logging.INFO):
+        if transcript.isEnabledFor(logs.INFO):
             for line in decode_reply(text).splitlines() or [""]:
                 transcript.info("<<< %s %s", code, line)
         return code, text

@@ -6,14 +6,13 @@ before it is reported, so nothing a script pipes into pymail is lost.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pymail import deadletter, progress
+from pymail import deadletter, logs, progress
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
 from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
@@ -35,7 +34,7 @@ from pymail.relay import Envelope, deliver
 from pymail.request import Request
 from pymail.settings import Settings, default_user, home_dir, resolve_variables
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Names some files use that pymail accepts and explains under -v.
 NO_EFFECT = {
@@ -44,7 +43,7 @@ NO_EFFECT = {
 }
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Parsed:
     """The request after -t: recipients, subject and headers from stdin."""
 

@@ -8,7 +8,6 @@ pymail itself behaves this way when invoked as `sendmail` (or `mailq`).
 from __future__ import annotations
 
 import io
-import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from pymail import logs
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.errors import (
     EX_SOFTWARE,
@@ -40,7 +40,7 @@ from pymail.notices import setup_logging
 from pymail.relay import Envelope
 from pymail.settings import Settings, resolve_variables
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 # Options whose value may be attached (-fuser) or the next word (-f user).
 WITH_VALUE = frozenset("fFrBNVRXLhCOd")
@@ -55,7 +55,7 @@ HEADER_END = re.compile(rb"\n\r?\n")
 HEADER_LIMIT = 1 << 20
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Options:
     recipients: list[str] = field(default_factory=list)
     sender: str | None = None

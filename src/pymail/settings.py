@@ -10,7 +10,6 @@ The sources, later ones winning (see resolve_variables):
 
 from __future__ import annotations
 
-import logging
 import os
 import pwd
 import re
@@ -19,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pymail import logs
 from pymail.errors import ConfigError
 from pymail.files import read_regular
 from pymail.rcfile import Interpreter, RcState
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 SYSTEM_RC = Path("/etc/mail.rc")
 SYSTEM_ENV = Path("/etc/pymail.env")
@@ -72,7 +72,7 @@ RELAY_HINT = ("add `set smtp=smtps://smtp.example.com:465`, "
               "PYMAIL_SMTP_AUTH_PASSWORD=... to /etc/pymail.env")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Relay:
     """Where and how to connect."""
 
@@ -88,7 +88,7 @@ class Relay:
         return f"{host}:{self.port}"
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Settings:
     """Everything a send needs, resolved from every source."""
 

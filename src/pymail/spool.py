@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import secrets
 import sys
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pymail import deadletter
+from pymail import deadletter, logs
 from pymail.errors import (
     NoInputError,
     PymailError,
@@ -33,7 +32,7 @@ from pymail.files import write_all
 from pymail.relay import Connection, Envelope, Outcome
 from pymail.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 READ_SIZE = 1 << 16
 FIRST_RETRY = 60.0

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import ssl
 from pathlib import Path
 
-from pymail import cadir
+from pymail import cadir, logs
 from pymail.errors import ConfigError
 from pymail.settings import Settings, cache_dir
 
-log = logging.getLogger(__name__)
+log = logs.Logger(__name__)
 
 
 def make_context(settings: Settings, *, verify: bool | None = None) -> ssl.SSLContext:
