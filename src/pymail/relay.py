@@ -499,16 +499,8 @@ class Connection:
         """Read the replies to one message's group of a batch."""
         session = self.session
         assert session is not None
-        outcome = Outcome()
         session.getreply()  # to RSET
-        code, text = session.getreply()
-        refused_mail = None if code == 250 else \
-            self._error("MAIL FROM", code, text)
-        for recipient in envelope.recipients:
-            code, text = session.getreply()
-            if refused_mail is None:
-                self._recipient(outcome, recipient, code, text)
-        code, text = session.getreply()
+        outcome, refused_mail, (code, text) = self._group_replies(envelope)
         if refused_mail is not None:
             return refused_mail
         if outcome.accepted:
@@ -543,7 +535,6 @@ class Connection:
         reply is read and checked, in order, as if sent one by one."""
         session = self.session
         assert session is not None
-        outcome = Outcome()
         lines = [mail] + [f"RCPT TO:<{r}>" for r in envelope.recipients]
         data, last = b"", False
         if pieces is not None:
@@ -552,14 +543,8 @@ class Connection:
         else:
             lines.append("DATA")
         self._write_group(lines, data)
-        code, text = session.getreply()
-        refused_mail = None if code == 250 else \
-            self._error("MAIL FROM", code, text)
-        for recipient in envelope.recipients:
-            code, text = session.getreply()
-            if refused_mail is None:
-                self._recipient(outcome, recipient, code, text)
-        code, text = session.getreply()  # to DATA, or to the first BDAT
+        # The last reply is to DATA, or to the first BDAT.
+        outcome, refused_mail, (code, text) = self._group_replies(envelope)
         if refused_mail is not None or not outcome.accepted:
             # The relay refuses DATA or BDAT here (503/554); a relay that
             # says 354 anyway gets an empty message, which it must refuse.
@@ -581,6 +566,23 @@ class Connection:
         else:
             outcome.reply = self._upload(pieces, window=1)
         return outcome
+
+    def _group_replies(self, envelope: Envelope) -> tuple[
+            Outcome, DeliveryError | None, tuple[int, bytes]]:
+        """Read the replies to a group's MAIL, to each RCPT and to the
+        command that ends it, in order: the recipients' outcome, the refusal
+        of MAIL if any, and the last reply."""
+        session = self.session
+        assert session is not None
+        outcome = Outcome()
+        code, text = session.getreply()
+        refused_mail = None if code == 250 else \
+            self._error("MAIL FROM", code, text)
+        for recipient in envelope.recipients:
+            code, text = session.getreply()
+            if refused_mail is None:
+                self._recipient(outcome, recipient, code, text)
+        return outcome, refused_mail, session.getreply()
 
     def _recipient(self, outcome: Outcome, recipient: str, code: int,
                    text: bytes) -> None:
