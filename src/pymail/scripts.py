@@ -18,23 +18,21 @@ import gc
 GEN0_THRESHOLD = 50_000
 
 
-def pymail() -> None:
-    """The pymail command."""
+def _run(module: str) -> None:
+    """Call `module`'s main() with the collector tuned around it."""
     gc.set_threshold(GEN0_THRESHOLD)
-    from pymail.cli import main
-
+    main = __import__(module, fromlist=["main"]).main
     try:
         main()
     finally:
         gc.freeze()
+
+
+def pymail() -> None:
+    """The pymail command."""
+    _run("pymail.cli")
 
 
 def sendmail() -> None:
     """The pymail-sendmail command."""
-    gc.set_threshold(GEN0_THRESHOLD)
-    from pymail.sendmail import main
-
-    try:
-        main()
-    finally:
-        gc.freeze()
+    _run("pymail.sendmail")
