@@ -134,6 +134,45 @@ def msmtp(login: Login, directory: Path, home: Path) -> Client:
                   base_env(home), message, attach_flag=None)
 
 
+# The least any Python sender with pymail's fixed dependencies does for the
+# same message: start the interpreter, import click, ssl and smtplib, verify
+# the relay against the same CA file, AUTH (smtplib picks PLAIN), send.
+BARE_SENDER = """\
+import sys
+
+import click  # noqa: F401 (imported, as every click program does)
+import smtplib
+import ssl
+
+host, port, user, secret, ca_file, sender, recipient = sys.argv[1:8]
+with open(secret) as stream:
+    password = stream.read().strip()
+context = ssl.create_default_context(cafile=ca_file)
+message = sys.stdin.buffer.read()
+with smtplib.SMTP_SSL(host, int(port), context=context) as smtp:
+    smtp.login(user, password)
+    smtp.sendmail(sender, [recipient], message)
+"""
+
+
+def bare_sender(python: Path, login: Login, directory: Path,
+                home: Path) -> Client:
+    """The floor as a client: BARE_SENDER run by pymail's interpreter,
+    with msmtp's finished message on stdin."""
+    script = directory / "bare_sender.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(BARE_SENDER)
+    secret = _private(directory / "bare_sender.secret", login.password + "\n")
+    message = directory / "bare_message.eml"
+    message.write_text(f"From: {SENDER}\r\nTo: {RECIPIENT}\r\n"
+                       f"Subject: {SUBJECT}\r\n\r\n"
+                       + BODY.replace("\n", "\r\n"))
+    return Client("bare Python sender",
+                  [str(python), str(script), HOST, str(login.port), login.user,
+                   str(secret), str(login.ca_file), SENDER, RECIPIENT],
+                  base_env(home), message, attach_flag=None)
+
+
 def _body(directory: Path) -> Path:
     path = directory / "body.txt"
     path.write_text(BODY)

@@ -114,6 +114,8 @@ class Link:
     rtt: int
     login: Login
     clients: list[Client] = field(default_factory=list)
+    # The floor as a client, in the cold sends only.
+    bare: Client | None = None
 
 
 class Benchmark:
@@ -182,6 +184,7 @@ class Benchmark:
             link.clients.append(clients.snail(login, directory, home))
         if clients.installed("msmtp"):
             link.clients.append(clients.msmtp(login, directory, home))
+        link.bare = clients.bare_sender(self.python, login, directory, home)
         self.results.link[rtt] = link_times(port, self.certificates.ca)
         return link
 
@@ -201,8 +204,9 @@ class Benchmark:
     def _cold(self, runner: Runner) -> None:
         for link in self.links:
             _progress(f"cold sends at {link.rtt} ms RTT")
+            bare = [link.bare] if link.bare else []
             self.results.cold[link.rtt] = scenarios.cold_sends(
-                runner, link.clients, self.args.runs)
+                runner, link.clients + bare, self.args.runs)
         _progress("floor: the interpreter and pymail's fixed imports")
         self.results.floor = scenarios.floor(
             runner, self.python, self.args.runs, self.links[0].clients[0])

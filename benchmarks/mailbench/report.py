@@ -113,8 +113,15 @@ def _cold(results: Results) -> Table:
             ratio = f"{summary.wall / base.wall:.2f}" if base else "-"
             table.rows.append([f"{rtt} ms", name, ms(summary.wall),
                                ms(summary.cpu), mib(summary.maxrss), ratio])
-    table.note = "CPU is user + system of the client process and its children"
+    table.note = ("CPU is user + system of the client process and its "
+                  "children. The bare Python sender is the floor of the CPU "
+                  "target: pymail's interpreter importing click, ssl and "
+                  "smtplib and sending the same message with smtplib (AUTH "
+                  "PLAIN, no pipelining, waits for the reply to QUIT)")
     return table
+
+
+BARE = "bare Python sender"
 
 
 def _floor(results: Results) -> Table:
@@ -180,7 +187,10 @@ def _wall_target(results: Results) -> list[list[str]]:
 
 
 def _cpu_target(results: Results) -> list[list[str]]:
-    imports = results.floor.get("python -c 'import click, ssl, smtplib'")
+    """85 ms, or 15 ms over the floor where the floor is above 70 ms. The
+    floor is the bare Python sender of the same run and round trip (the
+    fixed dependencies doing the same send); the import-only floor is in
+    its own table."""
     rows = []
     for rtt, summaries in results.cold.items():
         if "pymail" not in summaries:
@@ -188,9 +198,10 @@ def _cpu_target(results: Results) -> list[list[str]]:
         cpu = summaries["pymail"].cpu * 1000
         limit = 85.0
         text = "<= 85 ms"
-        if imports is not None and imports.cpu * 1000 + 15 > limit:
-            limit = imports.cpu * 1000 + 15
-            text = f"<= floor + 15 = {limit:.0f} ms"
+        bare = summaries.get(BARE)
+        if bare is not None and bare.cpu * 1000 + 15 > limit:
+            limit = bare.cpu * 1000 + 15
+            text = f"<= bare sender + 15 = {limit:.0f} ms"
         rows.append([f"pymail cold-send CPU at {rtt} ms", f"{cpu:.0f} ms",
                      text, _verdict(cpu <= limit)])
     return rows
