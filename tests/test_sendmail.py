@@ -376,3 +376,18 @@ def test_per_host_tls_variants(server, mailrc, run, ca_file):
     mailrc(recipe(server.port).replace(
         "set ssl-verify=ignore", "set tls-verify-other.example=ignore"))
     assert run("-s", "strict", "ops@example.org", input=b"hi\n").code == 76
+
+
+@pytest.mark.parametrize("stray", [b"\r", b"\0"])
+def test_t_stray_cr_or_nul_in_a_header_keeps_the_header_block(
+        server, mailrc, sendmail, stray):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: disk" + stray + b"full\n"
+               b"Cc: b@example.org\nBcc: hidden@example.org\n\nbody\n")
+    result = sendmail("-t", "-i", input=message)
+    assert result.code == 0, result.err
+    received = server.messages[0]
+    assert received.rcpt_tos == ["a@example.org", "b@example.org",
+                                 "hidden@example.org"]
+    assert b"hidden@example.org" not in received.data
+    assert parsed(received.data)["Subject"] == "disk full"

@@ -597,6 +597,11 @@ def split_header_block(data: bytes, fallbacks: tuple[str, ...] = (), *,
         position = end
         number += 1
         line = decode_text(raw, fallbacks).rstrip("\r\n")
+        if not strict:
+            # sendmail takes what cron and daemons write: a stray CR or NUL
+            # inside a header line is a space there, not the end of the
+            # headers (which would turn Cc and Bcc into body text).
+            line = line.replace("\r", " ").replace("\0", " ")
         if not line.strip():
             break
         if line[0] in " \t" and headers:
