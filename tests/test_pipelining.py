@@ -445,6 +445,32 @@ def test_failures_in_a_batch_touch_only_their_message(start, ca_file, mailrc,
     assert "451 4.3.0 later" in left["last_error"]
 
 
+def test_unwritable_dead_letter_in_a_batch_settles_the_others(
+        start, ca_file, mailrc, run, tmp_path, home):
+    import json
+    srv = start(*BOTH)
+    queue = tmp_path / "queue"
+    dead = tmp_path / "dead-is-a-directory"
+    dead.mkdir()
+    ids = queue_messages(run, mailrc, srv, ca_file, queue,
+                         [(USER, f"u{n}@example.org") for n in range(4)])
+    mailrc(rc_for(srv, ca_file, f"set pymail-queue={queue}\n"
+                  f"set DEAD={dead}\n"))
+    srv.handler.rcpt_replies = {"u1@example.org": "550 5.1.1 gone"}
+    result = run("--flush", *ids)
+    assert result.code == 73, result.err
+    assert "cannot write" in result.err and "stays in the queue" in result.err
+    assert srv.handler.ahead[0] == 3  # one batch
+    delivered = ["u0@example.org", "u2@example.org", "u3@example.org"]
+    assert [m.rcpt_tos[0] for m in srv.messages] == delivered
+    # Only the refused message is left, and nothing is sent twice.
+    [left] = [json.loads(p.read_text()) for p in queue.glob("*.json")]
+    assert left["id"] == ids[1] and left["recipients"] == ["u1@example.org"]
+    assert len(list(queue.glob("*.eml"))) == 1
+    run("--flush", *ids[1:])
+    assert [m.rcpt_tos[0] for m in srv.messages] == delivered
+
+
 def test_connection_lost_mid_batch_keeps_the_unanswered(raw_tls, mailrc, run,
                                                         ca_file, tmp_path,
                                                         cert):

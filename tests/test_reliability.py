@@ -212,6 +212,30 @@ def test_flush_gives_up_after_the_lifetime(mailrc, run, queue_dir, home):
     assert b"gave up after 5 days" in kept and BODY in kept
 
 
+def test_expired_message_stays_queued_when_dead_letter_fails(
+        server, mailrc, run, queue_dir, tmp_path):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run, to="old@example.org").code == 0
+    assert send(run, to="new@example.org").code == 0
+    for path in queue_dir.glob("*.json"):
+        data = json.loads(path.read_text())
+        data["next_attempt"] = 0
+        if data["recipients"] == ["old@example.org"]:
+            data["created"] -= 6 * 86400
+        path.write_text(json.dumps(data))
+    dead = tmp_path / "dead-is-a-directory"
+    dead.mkdir()
+    mailrc(queue_rc(server.port, queue_dir) + f"set DEAD={dead}\n")
+    result = run("--flush")
+    # The flush goes on: the other message is delivered.
+    assert [m.rcpt_tos for m in server.messages] == [["new@example.org"]]
+    assert result.code == 73
+    assert "gave up after 5 days" in result.err
+    assert "stays in the queue" in result.err
+    assert [e["recipients"] for e in queued(queue_dir)] == [["old@example.org"]]
+    assert len(list(queue_dir.glob("*.eml"))) == 1
+
+
 def test_queue_lifetime_is_configurable(mailrc, run, queue_dir):
     mailrc(queue_rc(free_port(), queue_dir,
                     "set pymail-queue-lifetime=1s\n"))

@@ -171,12 +171,13 @@ def _same_file(fd: int, path: Path) -> bool:
 def keep(path: Path | None, sender: str,
          chunks: Callable[[], Iterable[bytes]], *,
          recipients: list[str] | None = None, error: str | None = None,
-         rebuild: str | None = None) -> str:
+         rebuild: str | None = None, spill: bool = True) -> str:
     """Save a message that was not delivered; returns where it went.
     `chunks` gives the message afresh each time it is called.
 
-    When dead.letter cannot be written, the message goes to stderr so that it
-    is not lost, and DeadLetterError (exit 73) is raised.
+    When dead.letter cannot be written, DeadLetterError (exit 73) is raised,
+    after the message went to stderr so that it is not lost (unless spill is
+    false: the caller still holds it).
     """
     if path is None:
         return "not saved (nosave is set)"
@@ -188,6 +189,9 @@ def keep(path: Path | None, sender: str,
     try:
         append_private(path, entry())
     except OSError as exc:
+        if not spill:
+            raise DeadLetterError(
+                f"cannot write {path}: {exc.strerror or exc}") from exc
         shown = to_stderr(entry())
         raise DeadLetterError(
             f"cannot write {path}: {exc.strerror or exc}; " +

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pymail import deadletter, logs
 from pymail.errors import (
+    DeadLetterError,
     NoInputError,
     PymailError,
     is_temporary,
@@ -222,6 +223,8 @@ class Flush:
         return self.report
 
     def _expired(self, entry: Entry) -> bool:
+        """Past the queue's lifetime: moved to dead.letter (or, when that
+        cannot be written, left queued and not sent)."""
         if self.now - entry.created <= self.lifetime:
             return False
         days = self.lifetime / 86400
@@ -286,10 +289,9 @@ class Flush:
     def _settle(self, entry: Entry, result: Outcome | PymailError) -> None:
         """Remove, defer or keep in dead.letter, by what the relay said."""
         if isinstance(result, PymailError):
-            if is_temporary(result):
+            if is_temporary(result) or not self._to_dead_letter(
+                    entry, entry.recipients, result.line()):
                 self._defer(entry, result.line())
-            else:
-                self._to_dead_letter(entry, entry.recipients, result.line())
             return
         outcome = result
         later = [r for r, e in outcome.refused.items() if is_temporary(e)]
@@ -298,13 +300,18 @@ class Flush:
             self.report.delivered += 1
             log.info("delivered queued %s to %s: %s", entry.id,
                      ", ".join(outcome.accepted), outcome.reply)
+        kept = True
         if never:
             errors = "; ".join(outcome.refused[r].line() for r in never)
-            self._to_dead_letter(entry, never, errors, remove=not later)
-        if later:
-            entry.recipients = later
+            kept = self._to_dead_letter(entry, never, errors,
+                                        remove=not later)
+        # Recipients refused for good stay queued when dead.letter could
+        # not take the message; those who accepted it never get it twice.
+        retry = later if kept else later + never
+        if retry:
+            entry.recipients = retry
             self._defer(entry, "; ".join(outcome.refused[r].line()
-                                         for r in later))
+                                         for r in retry))
         elif not never:
             self.spool.remove(entry)
 
@@ -331,12 +338,24 @@ class Flush:
                  entry.attempts, error)
 
     def _to_dead_letter(self, entry: Entry, recipients: list[str], error: str,
-                        *, remove: bool = True) -> None:
-        where = deadletter.keep(self.dead, entry.sender,
-                                partial(self.spool.chunks, entry),
-                                recipients=recipients, error=error)
+                        *, remove: bool = True) -> bool:
+        """Keep a message that will not be delivered in dead.letter and take
+        it out of the queue; False (the message stays queued, the flush
+        goes on with the others) when dead.letter cannot be written."""
+        try:
+            where = deadletter.keep(self.dead, entry.sender,
+                                    partial(self.spool.chunks, entry),
+                                    recipients=recipients, error=error,
+                                    spill=False)
+        except DeadLetterError as failure:
+            print(f"pymail: queued {entry.id} for {', '.join(recipients)}: "
+                  f"{error}; {failure.line()}; it stays in the queue",
+                  file=sys.stderr)
+            self.report.failure = failure.code
+            return False
         print(f"pymail: queued {entry.id} for {', '.join(recipients)}: "
               f"{error}; {where}", file=sys.stderr)
         self.report.dead += 1
         if remove:
             self.spool.remove(entry)
+        return True
