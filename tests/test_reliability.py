@@ -291,6 +291,38 @@ def test_list_and_delete(mailrc, run, queue_dir):
     assert "is empty" in run("--queue").out
 
 
+def test_delete_refused_while_a_flush_runs(mailrc, run, queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run).code == 0
+    [entry] = queued(queue_dir)
+    from pymail.spool import Spool
+    with Spool(queue_dir).locked() as ours:  # a flush is running
+        assert ours
+        result = run("--delete", entry["id"])
+    assert result.code == 75
+    assert "flush" in result.err and "running" in result.err
+    assert [e["id"] for e in queued(queue_dir)] == [entry["id"]]
+    assert run("--delete", entry["id"]).code == 0
+    assert queued(queue_dir) == []
+
+
+def test_flush_drops_an_entry_whose_message_file_is_gone(server, mailrc, run,
+                                                         queue_dir):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run, to="gone@example.org").code == 0
+    assert send(run, to="here@example.org").code == 0
+    entries = queued(queue_dir)
+    [gone] = [e for e in entries if e["recipients"] == ["gone@example.org"]]
+    (queue_dir / f"{gone['id']}.eml").unlink()
+    mailrc(queue_rc(server.port, queue_dir))
+    result = run("--flush", *[e["id"] for e in entries])
+    assert result.code == 66
+    assert f"queued {gone['id']}" in result.err
+    assert "message file is gone" in result.err
+    assert [m.rcpt_tos for m in server.messages] == [["here@example.org"]]
+    assert queued(queue_dir) == []
+
+
 def test_queue_commands_with_the_queue_off(mailrc, run):
     mailrc(recipe(free_port()))
     # A cron line flushing every five minutes must not fail every run.

@@ -16,6 +16,7 @@ from pymail.errors import (
     ConfigError,
     NoInputError,
     PymailError,
+    TemporaryFailure,
 )
 from pymail.files import open_regular, spooled
 from pymail.relay import Connection, Envelope
@@ -83,7 +84,13 @@ def delete(settings: Settings, ids: list[str]) -> int:
         raise NoInputError("--delete needs the ids of queued messages "
                            "(see pymail --queue)")
     spool = spool_of(settings)
-    with spool.locked():
+    with spool.locked() as ours:
+        if not ours:
+            # The flush would write back the state of a message deleted
+            # under it.
+            raise TemporaryFailure(
+                f"a flush of {spool.directory} is running",
+                hint="run --delete again when it has finished")
         for ident in ids:
             spool.remove(spool.find(ident))
             print(f"deleted {ident}")

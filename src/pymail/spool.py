@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pymail import deadletter, logs
 from pymail.errors import (
+    EX_NOINPUT,
     DeadLetterError,
     NoInputError,
     PymailError,
@@ -209,7 +210,8 @@ class Flush:
         message, as sendmail -q does) whatever their back-off."""
         entries = [self.spool.find(i) for i in ids] if ids else \
             self.spool.entries()
-        live = [e for e in entries if not self._expired(e)]
+        live = [e for e in entries
+                if self._whole(e) and not self._expired(e)]
         if not ids and not everything:
             live = [e for e in live if e.next_attempt <= self.now]
         groups: dict[tuple[str, str | None], list[Entry]] = {}
@@ -221,6 +223,18 @@ class Flush:
                 settings = self.settings_for(account)
             self._flush_relay(settings, relay, group)
         return self.report
+
+    def _whole(self, entry: Entry) -> bool:
+        """An entry whose message file was removed behind pymail's back
+        cannot be sent: it leaves the queue, said so."""
+        if (self.spool.directory / f"{entry.id}.eml").exists():
+            return True
+        print(f"pymail: queued {entry.id} for {', '.join(entry.recipients)}: "
+              "its message file is gone; removed from the queue",
+              file=sys.stderr)
+        self.spool.remove(entry)
+        self.report.failure = EX_NOINPUT
+        return False
 
     def _expired(self, entry: Entry) -> bool:
         """Past the queue's lifetime: moved to dead.letter (or, when that
