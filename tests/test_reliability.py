@@ -4,6 +4,8 @@ All against real servers on 127.0.0.1 that fail on purpose."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import signal
@@ -98,6 +100,65 @@ def test_resend_keeps_what_is_refused(cert, mailrc, run, home):
     kept = (home / "dead.letter").read_bytes()
     assert b"X-Pymail-Envelope-To: <gone@example.org>" in kept
     assert f"X-Pymail-Envelope-To: <{TO}>".encode() not in kept
+
+
+def test_resend_exits_75_when_a_refusal_is_temporary(cert, mailrc, run,
+                                                     home):
+    mailrc(recipe(free_port()))
+    assert send(run, "-c", "later@example.org").code == 75
+    handler = Recorder(rcpt_replies={"later@example.org": "451 4.3.0 later"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("--resend")
+    finally:
+        srv.stop()
+    assert result.code == 75, result.err
+    assert "451 4.3.0 later" in result.err
+    assert srv.messages[0].rcpt_tos == [TO]
+    assert b"<later@example.org>" in (home / "dead.letter").read_bytes()
+
+
+def test_unbuilt_message_keeps_attachments_and_headers(server, mailrc, run,
+                                                       home, tmp_path):
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"host,free\nweb-01,3%\n")
+    mailrc(recipe(server.port))
+    # `root` has no alias yet: the message cannot be built.
+    result = run("-s", "磁盘告警", "-a", str(report), "-c", "cc@example.org",
+                 "-b", "hidden@example.org", "root", input=b"disk full\n")
+    assert result.code == 65
+    assert b"X-Pymail-Attach: " + bytes(report) in \
+        (home / "dead.letter").read_bytes()
+    mailrc(recipe(server.port, extra="alias root ops@example.org\n"))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    [got] = server.messages
+    assert got.rcpt_tos == ["ops@example.org", "cc@example.org",
+                            "hidden@example.org"]
+    message = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert message["Subject"] == "磁盘告警"
+    assert message["To"].addresses[0].addr_spec == "ops@example.org"
+    assert message["Cc"].addresses[0].addr_spec == "cc@example.org"
+    assert b"hidden@example.org" not in got.data
+    body, attached = message.iter_parts()
+    assert body.get_content().strip() == "disk full"
+    assert attached.get_filename() == "report.csv"
+    assert attached.get_payload(decode=True) == b"host,free\nweb-01,3%\n"
+
+
+def test_unbuilt_t_message_keeps_its_own_headers(server, mailrc, run, home):
+    mailrc(recipe(server.port))
+    message = b"To: root\nSubject: from -t\nX-Job: nightly\n\nthe body\n"
+    assert run("-t", input=message).code == 65
+    mailrc(recipe(server.port, extra="alias root ops@example.org\n"))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    [got] = server.messages
+    assert got.rcpt_tos == ["ops@example.org"]
+    parsed = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert parsed["Subject"] == "from -t" and parsed["X-Job"] == "nightly"
+    assert parsed.get_content().strip() == "the body"
 
 
 def test_resend_leaves_entries_without_envelope(server, mailrc, run, home):

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -32,6 +32,9 @@ ERROR_HEADER = b"X-Pymail-Error: "
 # name): --resend builds it as the sendmail entry does, "t" meaning that
 # its To, Cc and Bcc headers are recipients too.
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
+# An attachment (its absolute path) of a message kept unbuilt: --resend
+# attaches the file as it is then.
+ATTACH_HEADER = b"X-Pymail-Attach: "
 # The most of a kept message read to find its header.
 HEAD = 1 << 20
 # The most of an envelope line read: an address fits, the rest of a long
@@ -49,6 +52,7 @@ class Kept:
     # mboxrd quoting removed.
     chunks: Callable[[], Iterator[bytes]]
     rebuild: str | None = None  # see REBUILD_HEADER
+    attachments: list[str] = field(default_factory=list)  # see ATTACH_HEADER
 
     @property
     def resendable(self) -> bool:
@@ -73,8 +77,8 @@ class Kept:
 
 
 def envelope_lines(sender: str, recipients: list[str],
-                   error: str | None = None, rebuild: str | None = None
-                   ) -> bytes:
+                   error: str | None = None, rebuild: str | None = None,
+                   attachments: list[str] | None = None) -> bytes:
     """The envelope (and the last error) as header lines, LF-terminated."""
     def clean(text: str) -> bytes:
         return " ".join(text.split()).encode("utf-8", "replace")
@@ -83,6 +87,8 @@ def envelope_lines(sender: str, recipients: list[str],
     lines += [ENVELOPE_TO + b"<" + clean(r) + b">" for r in recipients]
     if rebuild:
         lines.append(REBUILD_HEADER + rebuild.encode())
+        lines += [ATTACH_HEADER + os.fsencode(a).replace(b"\n", b"?")
+                  for a in attachments or []]
     if error:
         text = " ".join(error.split())
         lines.append(ERROR_HEADER + text.encode("utf-8", "replace"))
@@ -91,14 +97,15 @@ def envelope_lines(sender: str, recipients: list[str],
 
 def mbox_entry(sender: str, chunks: Iterable[bytes], *,
                recipients: list[str] | None = None,
-               error: str | None = None, rebuild: str | None = None
-               ) -> Iterator[bytes]:
+               error: str | None = None, rebuild: str | None = None,
+               attachments: list[str] | None = None) -> Iterator[bytes]:
     """One mbox entry, in pieces: the From_ line, the envelope when known,
     the message (see mbox_text), then a blank line."""
     stamp = time.asctime(time.gmtime())
     head = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode()
     if recipients or rebuild:
-        head += envelope_lines(sender, recipients or [], error, rebuild)
+        head += envelope_lines(sender, recipients or [], error, rebuild,
+                               attachments)
     yield head
     yield from mbox_text(chunks)
     yield b"\n"
@@ -171,7 +178,8 @@ def _same_file(fd: int, path: Path) -> bool:
 def keep(path: Path | None, sender: str,
          chunks: Callable[[], Iterable[bytes]], *,
          recipients: list[str] | None = None, error: str | None = None,
-         rebuild: str | None = None, spill: bool = True) -> str:
+         rebuild: str | None = None, attachments: list[str] | None = None,
+         spill: bool = True) -> str:
     """Save a message that was not delivered; returns where it went.
     `chunks` gives the message afresh each time it is called.
 
@@ -184,7 +192,8 @@ def keep(path: Path | None, sender: str,
 
     def entry() -> Iterator[bytes]:
         return mbox_entry(sender, chunks(), recipients=recipients,
-                          error=error, rebuild=rebuild)
+                          error=error, rebuild=rebuild,
+                          attachments=attachments)
 
     try:
         append_private(path, entry())
@@ -240,6 +249,7 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
     sender: str | None = None
     recipients: list[str] = []
     rebuild = None
+    attachments: list[str] = []
     while position < span.end:
         line = stream.readline(ENVELOPE_LINE)
         length = len(line)
@@ -252,6 +262,8 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
             recipients.append(_bracketed(line[len(ENVELOPE_TO):]))
         elif line.startswith(REBUILD_HEADER):
             rebuild = line[len(REBUILD_HEADER):].decode("ascii", "replace")
+        elif line.startswith(ATTACH_HEADER):
+            attachments.append(os.fsdecode(line[len(ATTACH_HEADER):]))
         elif not line.startswith(ERROR_HEADER):
             break
         position = min(position + length, span.end)
@@ -261,7 +273,7 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
         if stream.read(2) == b"\n\n":
             end -= 1  # the blank line that ends an mbox entry
     return Kept(sender, recipients, partial(_message, stream, position, end),
-                rebuild.strip() if rebuild else None)
+                rebuild.strip() if rebuild else None, attachments)
 
 
 def _line_length(stream: BinaryIO) -> int:

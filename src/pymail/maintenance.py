@@ -8,20 +8,26 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pymail import deadletter, logs
 from pymail.errors import (
     EX_OK,
+    EX_TEMPFAIL,
     EX_UNAVAILABLE,
     ConfigError,
     NoInputError,
     PymailError,
     TemporaryFailure,
+    is_temporary,
 )
 from pymail.files import open_regular, spooled
 from pymail.relay import Connection, Envelope
 from pymail.settings import Settings
 from pymail.spool import Flush, Spool
+
+if TYPE_CHECKING:
+    from pymail.message import Attachment
 
 log = logs.Logger(__name__)
 
@@ -112,20 +118,27 @@ def resend(settings: Settings, files: list[str]) -> int:
     return code
 
 
-def _prepared(settings: Settings, kept: deadletter.Kept
+def _prepared(settings: Settings, kept: deadletter.Kept,
+              opened: list[Attachment]
               ) -> tuple[Envelope, Callable[[], Iterable[bytes]]]:
     """The envelope and bytes to send for a kept message; one kept before
-    it was built is built now, as the sendmail entry builds messages."""
+    it was built is built now, as the sendmail entry builds messages, with
+    its attachments (added to opened, for the caller to close)."""
     if kept.rebuild:
+        from pymail.message import Attachment
         from pymail.send import charsets
         from pymail.sendmail import Options, rebuild
+
+        for name in kept.attachments:
+            opened.append(Attachment.open(name, charsets(settings)))
 
         options = Options(recipients=kept.recipients,
                           sender=kept.sender or None,
                           read_recipients=kept.rebuild == "t",
                           ignore_dots=True)
         message, envelope = rebuild(settings, options,
-                                    spooled(kept.chunks()), charsets(settings))
+                                    spooled(kept.chunks()), charsets(settings),
+                                    opened)
         return envelope, message.chunks
     envelope = Envelope(kept.sender or "", kept.recipients,
                         utf8=not kept.head().isascii())
@@ -171,21 +184,30 @@ def _resend_file(connection: Connection, path: Path) -> int:
 def _resend(connection: Connection, path: Path,
             kept: deadletter.Kept) -> tuple[bool, int]:
     """Send one kept message: (whether it leaves the file, exit status)."""
+    opened: list[Attachment] = []
     try:
-        envelope, chunks = _prepared(connection.settings, kept)
-        if connection.session is None:
-            connection.open()
-        outcome = connection.send(envelope, chunks())
-    except PymailError as error:
-        print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
-        return False, error.code
-    if not outcome.refused:
-        return True, EX_OK
-    lines = "; ".join(e.line() for e in outcome.refused.values())
-    print(f"pymail: {path}: {lines}; kept", file=sys.stderr)
-    if not outcome.reply:
-        return False, EX_UNAVAILABLE
-    # Delivered to the others: keep a copy for the refused only.
-    deadletter.keep(path, envelope.sender, chunks,
-                    recipients=list(outcome.refused))
-    return True, EX_UNAVAILABLE
+        try:
+            envelope, chunks = _prepared(connection.settings, kept, opened)
+            if connection.session is None:
+                connection.open()
+            outcome = connection.send(envelope, chunks())
+        except PymailError as error:
+            print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
+            return False, error.code
+        if not outcome.refused:
+            return True, EX_OK
+        lines = "; ".join(e.line() for e in outcome.refused.values())
+        print(f"pymail: {path}: {lines}; kept", file=sys.stderr)
+        # Refusals that may pass later are EX_TEMPFAIL, as for a send.
+        code = EX_TEMPFAIL if all(is_temporary(e) for e in
+                                  outcome.refused.values()) \
+            else EX_UNAVAILABLE
+        if not outcome.reply:
+            return False, code
+        # Delivered to the others: keep a copy for the refused only.
+        deadletter.keep(path, envelope.sender, chunks,
+                        recipients=list(outcome.refused))
+        return True, code
+    finally:
+        for attachment in opened:
+            attachment.close()

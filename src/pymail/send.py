@@ -67,9 +67,9 @@ def send_request(request: Request) -> int:
         # The configuration is broken, but what was piped in must survive.
         body = b"" if sys.stdin is None or sys.stdin.isatty() else \
             sys.stdin.buffer.read()
-        return fail(error, default_dead_letter(), "",
-                    (lambda: [fallback_entry(request, body)]) if body
-                    else None)
+        if not body:
+            return fail(error, None, "", None)
+        return keep_unbuilt(error, default_dead_letter(), request, body)
     check_secrets(settings)
     for source in settings.sources:
         log.info("read %s", source)
@@ -102,10 +102,7 @@ def send_request(request: Request) -> int:
         message = Message(draft)
     except PymailError as error:
         close_all(attachments)
-        given = [*request.to, *request.cc, *request.bcc]
-        return fail(error, dead, "", lambda: [fallback_entry(request, body)],
-                    recipients=given, rebuild="t" if request.read_headers
-                    else "1")
+        return keep_unbuilt(error, dead, request, body)
     try:
         envelope = Envelope(envelope_sender, recipients, utf8=message.utf8)
         return transmit(settings, envelope, message)
@@ -136,17 +133,19 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
 def fail(error: PymailError, dead: Path | None, sender: str,
          chunks: Callable[[], Iterable[bytes]] | None, *,
          recipients: list[str] | None = None,
-         rebuild: str | None = None) -> int:
+         rebuild: str | None = None, attachments: list[str] | None = None
+         ) -> int:
     """Keep the message (chunks gives it afresh at each call), then print
     one line; returns the exit status. With `rebuild`, the message is kept
-    unbuilt with the recipients as given, for --resend to build once the
-    cause is fixed."""
+    unbuilt with the recipients and attachments as given, for --resend to
+    build once the cause is fixed."""
     where = ""
     if chunks is not None:
         try:
             where = "; " + deadletter.keep(dead, sender, chunks,
                                            recipients=recipients,
-                                           error=error.line(), rebuild=rebuild)
+                                           error=error.line(), rebuild=rebuild,
+                                           attachments=attachments)
         except PymailError as keep_error:
             print(f"pymail: {error.line()}", file=sys.stderr)
             print(f"pymail: {keep_error.line()}", file=sys.stderr)
@@ -337,10 +336,30 @@ def record(settings: Settings, sender: str, message: Message) -> None:
 
 
 def fallback_entry(request: Request, body: bytes) -> bytes:
-    """A minimal message holding the body, when no real one could be built."""
-    subject = clean_subject(request.subject or "")
-    head = "Subject: " + subject.encode("ascii", "replace").decode() + "\n"
-    return head.encode() + b"\n" + body
+    """The message as given, when no real one could be built: To, Cc and
+    Subject as headers (raw UTF-8: --resend encodes them when it builds the
+    message), then the body. With -t the body begins with headers of its
+    own: the subject joins them."""
+    head = []
+    if not request.read_headers:
+        head += [f"{name}: {clean_subject(', '.join(given))}"
+                 for name, given in (("To", request.to), ("Cc", request.cc))
+                 if given]
+    if request.subject or not request.read_headers:
+        head.append(f"Subject: {clean_subject(request.subject or '')}")
+    text = "".join(line + "\n" for line in head).encode("utf-8", "replace")
+    return text + body if request.read_headers else text + b"\n" + body
+
+
+def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
+                 body: bytes) -> int:
+    """Keep a message that could not be built, as given (see
+    fallback_entry), with its recipients and attachments recorded so that
+    --resend builds it once the cause is fixed."""
+    return fail(error, dead, "", lambda: [fallback_entry(request, body)],
+                recipients=[*request.to, *request.cc, *request.bcc],
+                rebuild="t" if request.read_headers else "1",
+                attachments=[os.path.abspath(a) for a in request.attach])
 
 
 def default_dead_letter() -> Path:

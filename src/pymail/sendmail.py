@@ -29,6 +29,7 @@ from pymail.errors import (
 from pymail.files import spooled, steady_streams
 from pymail.lines import BLOCK, blocks, line_pieces
 from pymail.message import (
+    Attachment,
     Draft,
     Message,
     Payload,
@@ -181,11 +182,14 @@ def send(settings: Settings, options: Options, data: BinaryIO) -> int:
 
 
 def rebuild(settings: Settings, options: Options, data: BinaryIO,
-            fallbacks: tuple[str, ...]) -> tuple[Message, Envelope]:
+            fallbacks: tuple[str, ...],
+            attachments: list[Attachment] | None = None
+            ) -> tuple[Message, Envelope]:
     """The message as pymail writes it: its headers kept, Date, Message-ID
     and From added when missing, a bare local From made the configured
     address, bare recipients resolved, Bcc removed, the body re-encoded.
-    A MIME body that is not text is sent from the file, never held whole."""
+    A MIME body that is not text is sent from the file, never held whole.
+    Attachments (of a message kept unbuilt) go after a text body."""
     head = head_of(data)
     headers, rest = split_header_block(head, fallbacks, strict=False)
     body_start = len(head) - len(rest)
@@ -201,6 +205,9 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
         passthrough = (content_type, first.get("content-transfer-encoding"),
                        Payload.of(blocks(data, body_start)))
         text = b""
+        if attachments:
+            raise DataError(f"cannot attach {attachments[0].name} to a "
+                            f"{kind} body")
     aliases, catchall = settings.all_aliases(), settings.catchall()
     # Without -t the headers are only shown: a name that resolves to no
     # address (`To: root`) is left out of them rather than stop the mail.
@@ -221,6 +228,7 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
     draft = Draft(
         sender=[sender], to=to, cc=cc, subject=first.get("subject", ""),
         body=text, body_type=kind, passthrough=passthrough,
+        attachments=list(attachments or []),
         hostname=settings.hostname(),
         extra_headers=[(n, v) for n, v in headers if n.lower() not in HANDLED],
         fallback_charsets=fallbacks)
