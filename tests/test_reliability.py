@@ -515,6 +515,57 @@ def test_signal_during_send_keeps_the_message(tmp_path, home, number):
     assert BODY in (home / "dead.letter").read_bytes()
 
 
+def test_signal_with_the_queue_on_queues_and_exits_75(tmp_path, home,
+                                                      queue_dir):
+    silent = RawServer("silent")
+    rc = tmp_path / "mail.rc"
+    rc.write_text(queue_rc(silent.port, queue_dir,
+                           "set socket-connect-timeout=20\n"))
+    env = {**os.environ, "MAILRC": str(rc), "HOME": str(home)}
+    with open(os.devnull, "rb") as stdin:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pymail", "-s", "sig", TO],
+            stdin=stdin, stderr=subprocess.PIPE, env=env)
+        time.sleep(1.5)  # connected, waiting for the greeting
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    silent.stop()
+    assert proc.returncode == 75, err
+    assert b"interrupted by SIGTERM" in err and b"queued as" in err
+    assert [e["recipients"] for e in queued(queue_dir)] == [[TO]]
+
+
+class ShrinkOnMail(Recorder):
+    """Cuts the attachment short while pymail waits for the MAIL reply,
+    then answers 451: pymail must queue or keep what it can still read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any,
+                          address: str, options: list[str]) -> str:
+        self.path.write_bytes(b"short")
+        return "451 4.3.0 try later"
+
+
+def test_attachment_shrinking_before_it_is_queued_is_not_lost(
+        cert, mailrc, run, home, queue_dir, tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"line\n" * 20000)
+    srv = start_server(cert=cert, handler=ShrinkOnMail(log))
+    try:
+        mailrc(queue_rc(srv.port, queue_dir))
+        result = send(run, "-a", str(log))
+    finally:
+        srv.stop()
+    assert result.code == 75, result.err
+    assert "without the attachments" in result.err
+    assert BODY in (home / "dead.letter").read_bytes()
+    # Nothing half-written is left in the queue.
+    assert [p for p in queue_dir.rglob("*") if p.is_file()] == []
+
+
 # Errors a person understands ---------------------------------------------------
 
 def test_534_hints_at_an_app_specific_password(raw_tls, mailrc, run):

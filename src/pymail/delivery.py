@@ -55,8 +55,8 @@ def settle_failure(settings: Settings, error: PymailError, sent: Sent) -> int:
                                 sent.envelope.recipients)
     print(f"pymail: {error.line()}; {where}", file=sys.stderr)
     log.debug("details", exc_info=error)
-    journal(settings, sent, "queued" if code == EX_OK else "failed", code,
-            error.line())
+    journal(settings, sent, "queued" if where.startswith("queued as")
+            else "failed", code, error.line())
     return code
 
 
@@ -92,6 +92,12 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
                   recipients: list[str]) -> tuple[int, str]:
     """(exit status, where the message went): the queue for a temporary
     failure when it is on, else dead.letter."""
+    with held_signals():
+        return _keep_or_queue(settings, error, sent, recipients)
+
+
+def _keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
+                   recipients: list[str]) -> tuple[int, str]:
     directory = settings.queue_dir()
     if directory is not None and is_temporary(error):
         from pymail.spool import Spool
@@ -105,19 +111,24 @@ def keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
         except OSError as exc:
             log.warning("cannot queue in %s: %s", directory,
                         exc.strerror or exc)
+        except NoInputError as exc:
+            # An attachment changed: dead.letter keeps what can be read.
+            log.warning("cannot queue in %s: %s", directory, exc.line())
         else:
-            return EX_OK, (f"queued as {entry.id} in {directory}; "
-                           "`pymail --flush` retries it")
-    with held_signals():
-        keep = partial(deadletter.keep, settings.dead_letter(),
-                       sent.envelope.sender, recipients=recipients,
-                       error=error.line())
-        try:
-            where = keep(sent.chunks)
-        except NoInputError:
-            # An attachment cannot be read again: keep the rest.
-            where = keep(partial(sent.chunks, False)) + \
-                " (without the attachments)"
+            # Killed mid-send, pymail says so even when the message is
+            # safe in the queue: whoever stopped it may need to know.
+            code = error.code if isinstance(error, Interrupted) else EX_OK
+            return code, (f"queued as {entry.id} in {directory}; "
+                          "`pymail --flush` retries it")
+    keep = partial(deadletter.keep, settings.dead_letter(),
+                   sent.envelope.sender, recipients=recipients,
+                   error=error.line())
+    try:
+        where = keep(sent.chunks)
+    except NoInputError:
+        # An attachment cannot be read again: keep the rest.
+        where = keep(partial(sent.chunks, False)) + \
+            " (without the attachments)"
     return error.code, where
 
 

@@ -94,15 +94,23 @@ class Spool:
         temporary = self.directory / "tmp" / f"{ident}.eml"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.fchmod(fd, 0o600)
-            for chunk in chunks:
-                write_all(fd, chunk)
-                entry.size += len(chunk)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.directory / f"{ident}.eml")
-        self.save(entry)
+            try:
+                os.fchmod(fd, 0o600)
+                for chunk in chunks:
+                    write_all(fd, chunk)
+                    entry.size += len(chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, self.directory / f"{ident}.eml")
+            self.save(entry)
+        except BaseException:
+            # Nothing half-written stays behind (the caller keeps the
+            # message elsewhere).
+            for path in (temporary, self.directory / f"{ident}.eml"):
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+            raise
         return entry
 
     def save(self, entry: Entry) -> None:
