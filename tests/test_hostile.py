@@ -258,6 +258,33 @@ def test_reply_line_too_long(raw_tls, mailrc, run):
     assert result.code == 76
 
 
+# The raw bytes of Latin-1 ² and ¹: smtplib reads replies as Latin-1.
+@pytest.mark.parametrize("size", ["\udcb2", "1\udcb9"])
+def test_size_that_is_not_ascii_digits_is_no_limit(raw_tls, mailrc, run, home,
+                                                   size):
+    srv = raw_tls(["220 hi", "250-hi\r\n250 SIZE " + size,
+                   "550 5.7.1 not from you", "221 bye"])
+    mailrc(f"set smtp=smtps://127.0.0.1:{srv.port}\nset ssl-verify=ignore\n")
+    result = run("-s", "x", TO, input=BODY)
+    assert result.code == 69, result.err
+    assert "550 5.7.1 not from you" in result.err
+    assert BODY in kept(home)
+
+
+def test_a_bug_while_sending_keeps_the_message(server, mailrc, run, home,
+                                               monkeypatch):
+    # pymail's own code failing (not the relay): simulated by a broken
+    # deliver, since no such bug is known.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr("pymail.send.deliver", broken)
+    mailrc(recipe(server.port))
+    result = run("-s", "x", TO, input=BODY)
+    assert result.code == 70
+    assert "internal error while sending (RuntimeError)" in result.err
+    assert BODY in kept(home)
+
+
 # No line over 998 octets ------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [

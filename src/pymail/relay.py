@@ -648,7 +648,8 @@ class Connection:
         session = self.session
         assert session is not None
         limit = session.esmtp_features.get("size", "")
-        if size and limit.isdigit() and 0 < int(limit) < size:
+        if size and limit.isascii() and limit.isdigit() and \
+                0 < int(limit) < size:
             raise PermanentFailure(
                 f"the message is {megabytes(size)} ({size} bytes); "
                 f"{self.relay.address} accepts at most {megabytes(int(limit))}"

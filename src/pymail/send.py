@@ -125,6 +125,13 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
                               size)
     except PymailError as error:
         return settle_failure(settings, error, sent)
+    except Exception as exc:
+        # A bug of pymail's must not cost the message: keep it, then say so.
+        failure = PymailError(f"internal error while sending "
+                              f"({type(exc).__name__})",
+                              hint="run with --debug for details")
+        failure.__cause__ = exc
+        return settle_failure(settings, failure, sent)
     if outcome.reply:
         record(settings, envelope.sender, message)
     return settle_outcome(settings, outcome, sent)
