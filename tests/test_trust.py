@@ -198,6 +198,30 @@ def test_no_default_cas_no_cache(server, mailrc, run, ca_file, cache):
     assert not cache.exists()
 
 
+@pytest.mark.parametrize("damage", ["truncate", "unlink", "manifest"])
+def test_damaged_entry_is_built_again(server, mailrc, run, ca_file, cache,
+                                      damage):
+    result = send(run, mailrc, server.port, f"set ssl-ca-file={ca_file}\n")
+    assert result.code == 0, result.err
+    [entry] = entries(cache)
+    # What a crash before the data reached the disk, or a slip, leaves.
+    victim = sorted(entry.glob("*.pem"))[-1]
+    entry.chmod(0o700)
+    if damage == "truncate":
+        victim.chmod(0o600)
+        victim.write_bytes(b"")
+    elif damage == "unlink":
+        victim.unlink()
+    else:
+        (entry / "manifest").unlink()
+    result = send(run, mailrc, server.port, f"set ssl-ca-file={ca_file}\n")
+    assert result.code == 0, result.err
+    [rebuilt] = entries(cache)
+    assert all(p.stat().st_size > 0 for p in rebuilt.glob("*.pem"))
+    assert (rebuilt / victim.name).exists()
+    assert len(server.messages) == 2
+
+
 def test_entries_unused_for_a_month_are_removed(cache):
     cache.mkdir(parents=True, mode=0o700)
     old, recent = cache / "cas-old", cache / "cas-recent"

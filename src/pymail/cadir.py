@@ -26,8 +26,11 @@ from pymail.files import write_all
 log = logs.Logger(__name__)
 
 # Part of each entry's name: changing the layout of an entry changes it.
-LAYOUT = "1"
+LAYOUT = "2"
 PREFIX = "cas-"
+# Written last in an entry: each file's name and size. An entry that does
+# not match it (cut short by a crash, changed by hand) is built again.
+MANIFEST = "manifest"
 BUILDING = ".new-"
 # Patterns, compiled (and cached by re) only when an entry is built.
 PEM = (rb"(?s)-----BEGIN (TRUSTED |)CERTIFICATE-----\r?\n"
@@ -63,10 +66,29 @@ def _entry(bundles: list[str], cache: str) -> str:
         check_private(base)
         return _build(bundles, base, entry)
     check_private(entry)
+    if not intact(entry):
+        import shutil
+
+        log.info("the CA directory %s is damaged: building it again", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+        return _build(bundles, base, entry)
     if time.time() - info.st_mtime > TOUCH_AFTER:
         with suppress(OSError):  # a read-only cache serves as well
             os.utime(entry)
     return entry
+
+
+def intact(entry: str) -> bool:
+    """Whether every file the entry's manifest names is there, at its
+    size (a stat each: no certificate is read)."""
+    try:
+        with open(os.path.join(entry, MANIFEST), encoding="ascii") as stream:
+            listed = [line.split() for line in stream]
+        return bool(listed) and all(
+            os.stat(os.path.join(entry, name)).st_size == int(size)
+            for name, size in listed)
+    except (OSError, ValueError):
+        return False
 
 
 def make_private_dirs(path: str) -> None:
@@ -125,12 +147,8 @@ def _build(bundles: list[str], base: str, entry: str) -> str:
     work = tempfile.mkdtemp(prefix=BUILDING, dir=base)
     try:
         for number, block in enumerate(blocks):
-            fd = os.open(os.path.join(work, f"{number:04d}.pem"),
-                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            try:
-                write_all(fd, block + b"\n")
-            finally:
-                os.close(fd)
+            _write_synced(os.path.join(work, f"{number:04d}.pem"),
+                          block + b"\n")
         result = subprocess.run([openssl, "rehash", work], capture_output=True,
                                 stdin=subprocess.DEVNULL, timeout=60,
                                 check=False)
@@ -139,19 +157,44 @@ def _build(bundles: list[str], base: str, entry: str) -> str:
             reason = result.stderr.decode("utf-8", "replace").strip()
             raise Unusable(f"openssl rehash linked {linked} of {len(blocks)} "
                            f"certificates: {reason or 'no message'}")
+        names = sorted(os.listdir(work))
+        _write_synced(os.path.join(work, MANIFEST), "".join(
+            f"{name} {os.stat(os.path.join(work, name)).st_size}\n"
+            for name in names).encode("ascii"))
+        _sync(work)
         try:
             os.rename(work, entry)
         except OSError:
             # Another run built it first: use theirs, once checked.
             shutil.rmtree(work, ignore_errors=True)
             check_private(entry)
+            if not intact(entry):
+                raise Unusable(f"{entry} is damaged") from None
             return entry
+        _sync(base)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     log.debug("built the CA directory %s", entry)
     _remove_unused(base, keep=entry)
     return entry
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def certificates(bundles: list[str]) -> list[bytes]:
