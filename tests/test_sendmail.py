@@ -18,7 +18,7 @@ import pytest
 
 from conftest import Result, recipe
 from pymail.sendmail import main as sendmail_main
-from servers import PASSWORD, USER, free_port
+from servers import PASSWORD, USER, Recorder, free_port, start_server
 
 # What Debian's cron (vixie) writes to `sendmail -FCronDaemon -i -B8BITMIME
 # -oem root` after a job printed two lines, one with an accent.
@@ -177,6 +177,54 @@ def test_multipart_passes_through(server, mailrc, sendmail):
     assert [p.get_content_type() for p in parts] == ["text/plain",
                                                      "application/pdf"]
     assert parts[1].get_payload(decode=True) == b"%PDF-1.4\n"
+
+
+EIGHT_BIT_MULTIPART = (
+    'To: ops@example.org\nSubject: 8bit\nMIME-Version: 1.0\n'
+    'Content-Type: multipart/mixed; boundary="XX"\n\n'
+    '--XX\nContent-Type: text/plain; charset=utf-8\n'
+    'Content-Transfer-Encoding: 8bit\n\n备份完成\n--XX--\n').encode()
+
+
+def test_eight_bit_passthrough_declares_8bitmime(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    result = sendmail("-t", "-i", input=EIGHT_BIT_MULTIPART)
+    assert result.code == 0, result.err
+    assert server.handler.mail_options == [["BODY=8BITMIME"]]
+    assert "备份完成".encode() in server.messages[0].data
+
+
+def test_eight_bit_passthrough_queued_then_flushed_declares_8bitmime(
+        server, mailrc, sendmail, tmp_path):
+    queue = tmp_path / "queue"
+    mailrc(root_rc(free_port(), f"set pymail-queue={queue}\n"))
+    assert sendmail("-t", "-i", input=EIGHT_BIT_MULTIPART).code == 0
+    mailrc(root_rc(server.port, f"set pymail-queue={queue}\n"))
+    result = sendmail("-q")
+    assert result.code == 0, result.err
+    assert server.handler.mail_options == [["BODY=8BITMIME"]]
+
+
+class No8BitMime(Recorder):
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any,
+                          hostname: str, responses: list[str]) -> list[str]:
+        responses = await super().handle_EHLO(server, session, envelope,
+                                              hostname, responses)
+        return [r for r in responses if "8BITMIME" not in r]
+
+
+def test_eight_bit_passthrough_to_a_seven_bit_relay_is_kept(
+        cert, mailrc, sendmail, home):
+    srv = start_server(cert=cert, handler=No8BitMime())
+    try:
+        mailrc(root_rc(srv.port))
+        result = sendmail("-t", "-i", input=EIGHT_BIT_MULTIPART)
+    finally:
+        srv.stop()
+    assert result.code == 65, result.err
+    assert "does not offer 8BITMIME" in result.err
+    assert srv.messages == []
+    assert "备份完成".encode() in (home / "dead.letter").read_bytes()
 
 
 def test_etc_aliases_and_catchall(server, mailrc, sendmail, tmp_path):

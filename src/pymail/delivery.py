@@ -107,6 +107,7 @@ def _keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
                 sent.envelope.sender, recipients, sent.chunks(),
                 relay=sent.relay, error=error.line(),
                 message_id=sent.message_id, utf8=sent.envelope.utf8,
+                eight_bit=sent.envelope.eight_bit,
                 account=sent.account)
         except OSError as exc:
             log.warning("cannot queue in %s: %s", directory,

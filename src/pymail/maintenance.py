@@ -141,7 +141,9 @@ def _prepared(settings: Settings, kept: deadletter.Kept,
                                     opened)
         return envelope, message.chunks
     envelope = Envelope(kept.sender or "", kept.recipients,
-                        utf8=not kept.head().isascii())
+                        utf8=not kept.head().isascii(),
+                        eight_bit=any(not chunk.isascii()
+                                      for chunk in kept.chunks()))
     return envelope, kept.chunks
 
 

@@ -301,13 +301,21 @@ class Payload:
 
     stream: BinaryIO
     size: int
+    eight_bit: bool = False  # holds bytes over 127: BODY=8BITMIME
 
     @classmethod
     def of(cls, chunks: Iterable[bytes]) -> Payload:
         """The chunks, every line end CRLF, held in a file (see spooled)."""
-        stream = spooled(crlf_stream(chunks))
+        eight_bit = False
+
+        def noted(chunks: Iterable[bytes]) -> Iterator[bytes]:
+            nonlocal eight_bit
+            for chunk in chunks:
+                eight_bit = eight_bit or not chunk.isascii()
+                yield chunk
+        stream = spooled(crlf_stream(noted(chunks)))
         size = stream.seek(0, os.SEEK_END)
-        return cls(stream, size)
+        return cls(stream, size, eight_bit)
 
     def chunks(self) -> Iterator[bytes]:
         """The body, in pieces that end at line ends."""
@@ -357,6 +365,13 @@ class Message:
         draft = self.draft
         extra = [draft.sender_header] if draft.sender_header else []
         return draft.sender + draft.to + draft.cc + draft.reply_to + extra
+
+    @property
+    def eight_bit(self) -> bool:
+        """Whether the body goes with 8-bit bytes (a sendmail MIME body
+        passed through as it came); pymail's own encoding is 7-bit."""
+        passthrough = self.draft.passthrough
+        return passthrough is not None and passthrough[2].eight_bit
 
     @property
     def has_text(self) -> bool:

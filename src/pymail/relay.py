@@ -73,6 +73,7 @@ class Envelope:
     sender: str
     recipients: list[str]
     utf8: bool = False  # the headers hold UTF-8 addresses (RFC 6532)
+    eight_bit: bool = False  # the body holds 8-bit bytes (RFC 6152)
 
     @property
     def smtputf8(self) -> bool:
@@ -701,12 +702,18 @@ class Connection:
 
     def _mail_parameters(self, envelope: Envelope, size: int | None) -> str:
         """SIZE when the relay takes it; SMTPUTF8 (and 8BITMIME with it)
-        when an address needs it."""
+        when an address needs it; 8BITMIME for an 8-bit body."""
         session = self.session
         assert session is not None
         declared = f" SIZE={size}" if size and session.has_extn("size") else ""
+        if envelope.eight_bit and not session.has_extn("8bitmime"):
+            raise DataError(f"{self.relay.address} does not offer 8BITMIME, "
+                            "which the message's 8-bit body needs",
+                            hint="encode its parts as base64 or "
+                            "quoted-printable")
         if not envelope.smtputf8:
-            return declared
+            return declared + (" BODY=8BITMIME" if envelope.eight_bit
+                               else "")
         if not session.has_extn("smtputf8"):
             address = next((a for a in [envelope.sender, *envelope.recipients]
                             if not a.isascii()), "in the headers")

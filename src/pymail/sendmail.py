@@ -233,7 +233,8 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
         extra_headers=[(n, v) for n, v in headers if n.lower() not in HANDLED],
         fallback_charsets=fallbacks)
     message = Message(draft)
-    return message, Envelope(envelope_sender, recipients, utf8=message.utf8)
+    return message, Envelope(envelope_sender, recipients, utf8=message.utf8,
+                             eight_bit=message.eight_bit)
 
 
 def head_of(data: BinaryIO) -> bytes:

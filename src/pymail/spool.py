@@ -60,6 +60,7 @@ class Entry:
     last_error: str | None = None
     size: int = 0
     utf8: bool = False
+    eight_bit: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def back_off(self, error: str, now: float) -> None:
@@ -83,13 +84,14 @@ class Spool:
 
     def store(self, sender: str, recipients: list[str], chunks: Iterable[bytes],
               *, relay: str, error: str, message_id: str | None = None,
-              account: str | None = None, utf8: bool = False) -> Entry:
+              account: str | None = None, utf8: bool = False,
+              eight_bit: bool = False) -> Entry:
         """Queue a message atomically; returns its entry."""
         self._prepare()
         now = time.time()
         ident = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         entry = Entry(ident, now, sender, list(recipients), relay, account,
-                      message_id, utf8=utf8)
+                      message_id, utf8=utf8, eight_bit=eight_bit)
         entry.back_off(error, now)
         temporary = self.directory / "tmp" / f"{ident}.eml"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -290,7 +292,8 @@ class Flush:
             connection.close()
 
     def _send(self, connection: Connection, entry: Entry) -> None:
-        envelope = Envelope(entry.sender, entry.recipients, entry.utf8)
+        envelope = Envelope(entry.sender, entry.recipients, entry.utf8,
+                            entry.eight_bit)
         try:
             outcome = connection.send(envelope, self.spool.chunks(entry),
                                       self.spool.size(entry))
@@ -303,7 +306,8 @@ class Flush:
         """Small messages in one write, their replies read after (see
         Connection.send_batch): one round trip for the lot."""
         results = connection.send_batch([
-            (Envelope(e.sender, e.recipients, e.utf8), self.spool.chunks(e),
+            (Envelope(e.sender, e.recipients, e.utf8, e.eight_bit),
+             self.spool.chunks(e),
              self.spool.size(e)) for e in batch])
         for entry, result in zip(batch, results, strict=True):
             self._settle(entry, result)
