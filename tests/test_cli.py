@@ -505,3 +505,30 @@ def test_terminal_eof_ends_the_body(server: Server, rc_file: Path,
     assert len(server.messages) == 1
     content = parse(server.messages[0]).get_content()
     assert content.replace("\r\n", "\n") == "line one\n.\nline three\n"
+
+
+@pytest.mark.parametrize("command", [["pymail", "--queue"],
+                                     ["pymail-sendmail", "-bp"]])
+def test_listing_into_a_closed_pipe_ends_quietly(tmp_path, home, command):
+    """`pymail --queue | head -1`: the reader goes away; pymail stops as a
+    tool killed by SIGPIPE would, without a traceback or "internal error"."""
+    queue = tmp_path / "queue"
+    rc = tmp_path / "mail.rc"
+    rc.write_text(f"set smtp=smtps://127.0.0.1:{free_port()}\n"
+                  f"set pymail-queue={queue}\nset socket-connect-timeout=2\n")
+    env = {**os.environ, "MAILRC": str(rc), "HOME": str(home)}
+    scripts = Path(sys.executable).parent
+    sent = subprocess.run([str(scripts / "pymail"), "-s", "x", "a@example.org"],
+                          input=b"queued\n", env=env, capture_output=True,
+                          timeout=60)
+    assert b"queued as" in sent.stderr
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write fails with EPIPE
+    try:
+        listing = subprocess.run([str(scripts / command[0]), *command[1:]],
+                                 stdout=write, stderr=subprocess.PIPE,
+                                 env=env, timeout=60)
+    finally:
+        os.close(write)
+    assert listing.returncode == 141
+    assert listing.stderr == b""

@@ -171,7 +171,17 @@ def command(ctx: click.Context, /, addresses: tuple[str, ...],
 
 
 def maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
-    """--flush, --queue, --delete, --resend: the arguments are ids or files."""
+    """--flush, --queue, --delete, --resend, --check: the arguments are ids
+    or files. Their report on stdout may be cut short by its reader."""
+    try:
+        return _maintain(mode, args, options)
+    except BrokenPipeError:
+        from pymail.files import stdout_gone
+
+        return stdout_gone()
+
+
+def _maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
     from pymail import maintenance
     from pymail.notices import check_secrets
     from pymail.settings import Settings, resolve_variables

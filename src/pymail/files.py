@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
@@ -144,6 +145,17 @@ def steady_streams() -> None:
     sys.stderr = io.TextIOWrapper(
         io.BufferedWriter(_Forgiving(2)), errors="backslashreplace",
         line_buffering=True)
+
+
+def stdout_gone() -> int:
+    """The reader of stdout went away (`pymail --queue | head`): what is
+    still buffered goes to /dev/null, so that exit is quiet; returns the
+    status of a tool killed by SIGPIPE, 141, as the shell reports it."""
+    with suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return 128 + 13  # SIGPIPE
 
 
 def to_stderr(pieces: Iterable[bytes]) -> bool:

@@ -26,7 +26,7 @@ from pymail.errors import (
     PymailError,
     UsageError,
 )
-from pymail.files import spooled, steady_streams
+from pymail.files import spooled, stdout_gone, steady_streams
 from pymail.lines import BLOCK, blocks, line_pieces
 from pymail.message import (
     Attachment,
@@ -333,6 +333,8 @@ def main(argv: list[str] | None = None, program: str | None = None) -> None:
         code = error.code
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        code = stdout_gone()
     except Exception:
         if debug:
             raise
