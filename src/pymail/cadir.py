@@ -21,7 +21,7 @@ import time
 from contextlib import suppress
 
 from pymail import logs
-from pymail.files import write_all
+from pymail.files import sync_directory, write_all
 
 log = logs.Logger(__name__)
 
@@ -161,7 +161,7 @@ def _build(bundles: list[str], base: str, entry: str) -> str:
         _write_synced(os.path.join(work, MANIFEST), "".join(
             f"{name} {os.stat(os.path.join(work, name)).st_size}\n"
             for name in names).encode("ascii"))
-        _sync(work)
+        sync_directory(work)
         try:
             os.rename(work, entry)
         except OSError:
@@ -171,7 +171,7 @@ def _build(bundles: list[str], base: str, entry: str) -> str:
             if not intact(entry):
                 raise Unusable(f"{entry} is damaged") from None
             return entry
-        _sync(base)
+        sync_directory(base)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -184,14 +184,6 @@ def _write_synced(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -147,6 +147,15 @@ def steady_streams() -> None:
         line_buffering=True)
 
 
+def sync_directory(path: str | Path) -> None:
+    """fsync a directory: the names just made or renamed in it last."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def stdout_gone() -> int:
     """The reader of stdout went away (`pymail --queue | head`): what is
     still buffered goes to /dev/null, so that exit is quiet; returns the

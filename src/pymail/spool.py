@@ -30,7 +30,7 @@ from pymail.errors import (
     PymailError,
     is_temporary,
 )
-from pymail.files import write_all
+from pymail.files import sync_directory, write_all
 from pymail.relay import Connection, Envelope, Outcome
 from pymail.settings import Settings
 
@@ -127,7 +127,7 @@ class Spool:
         finally:
             os.close(fd)
         os.replace(temporary, self.directory / f"{entry.id}.json")
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
 
     def entries(self) -> list[Entry]:
         """Every queued message, oldest first."""
@@ -167,7 +167,7 @@ class Spool:
         for suffix in (".json", ".eml"):
             with suppress(FileNotFoundError):
                 os.unlink(self.directory / f"{entry.id}{suffix}")
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
 
     @contextmanager
     def locked(self) -> Iterator[bool]:
@@ -183,14 +183,6 @@ class Spool:
             yield True
         finally:
             os.close(fd)
-
-
-def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
