@@ -464,6 +464,9 @@ CORPUS = [
          options=("-S", "ttycharset=gbk"), text=ZH),
     case("gbk-log-locale", stdin=ZH.encode("gbk"), env={"LANG": "zh_CN.GBK"},
          text=ZH),
+    # zh_CN.GBK not generated: Python (PEP 538) sets LC_CTYPE=C.UTF-8.
+    case("gbk-locale-not-installed", stdin=ZH.encode("gbk"),
+         env={"LANG": "zh_CN.GBK", "LC_CTYPE": "C.UTF-8"}, text=ZH),
     case("gb18030-lc-ctype-beats-lang",
          stdin="备份完成 𠮷 €\n".encode("gb18030"),
          env={"LANG": "en_US.UTF-8", "LC_CTYPE": "zh_CN.GB18030"},

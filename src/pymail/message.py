@@ -86,10 +86,15 @@ def locale_charset(environ: dict[str, str] | os._Environ[str]) -> str | None:
     """The charset named by LC_ALL, LC_CTYPE or LANG (zh_CN.GBK -> gbk).
 
     Read from the variables rather than from setlocale, so that it does not
-    depend on which locales happen to be installed.
+    depend on which locales happen to be installed. When LANG names a
+    locale that is not installed, Python itself sets LC_CTYPE=C.UTF-8 (PEP
+    538): that says nothing of the input (UTF-8 is tried first anyway), so
+    LANG is read past it.
     """
     for name in ("LC_ALL", "LC_CTYPE", "LANG"):
         value = environ.get(name)
+        if name == "LC_CTYPE" and value in ("C.UTF-8", "C.utf8"):
+            continue
         if value:
             charset = value.partition(".")[2].partition("@")[0]
             return usable_charset(charset)
