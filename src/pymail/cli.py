@@ -78,9 +78,10 @@ options are ignored).
 Settings: /etc/mail.rc (not with -n), $MAILRC or ~/.mailrc, /etc/pymail.env,
 ~/.config/pymail/pymail.env, $PYMAIL_ENV_FILE, PYMAIL_* variables, -S.
 \b
-Exit status: 0 sent; 64 usage; 65 bad input; 66 missing file; 68 unknown
-host; 69 refused (5xx); 73 cannot save; 75 try later; 76 TLS; 77 login
-refused; 78 configuration. Undelivered mail is kept in ~/dead.letter.
+Exit status: 0 sent or queued; 64 usage; 65 bad input; 66 missing file;
+68 unknown host; 69 refused (5xx); 70 internal error; 73 cannot save; 75
+try later; 76 TLS; 77 login refused; 78 configuration. Undelivered mail is
+kept in ~/dead.letter.
 """
 
 
