@@ -369,6 +369,50 @@ account work {{
     assert "no account named 'play'" in unknown.err
 
 
+def accounts_rc(default_port: int, work_port: int) -> str:
+    return f"""\
+set from=nobody@example.com
+set smtp=smtps://127.0.0.1:{default_port}
+set ssl-verify=ignore
+account work {{
+  set from={USER}
+  set smtp=smtps://127.0.0.1:{work_port}
+  set smtp-auth-user={USER}
+  set smtp-auth-password={PASSWORD}
+  set ssl-verify=ignore
+}}
+"""
+
+
+def test_resend_uses_the_account_the_message_was_sent_with(
+        server, mailrc, run, home, cert):
+    mailrc(accounts_rc(free_port(), free_port()))  # both relays away
+    assert run("-A", "work", "-s", "w", "ops@example.org",
+               input=b"via work\n").code == 75
+    assert run("-A", "play", "-s", "p", "ops@example.org",
+               input=b"via play\n").code == 78
+    kept = (home / "dead.letter").read_bytes()
+    assert b"X-Pymail-Account: work" in kept
+    assert b"X-Pymail-Account: play" in kept
+    default = start_server(cert=cert, auth=False)
+    try:
+        mailrc(accounts_rc(default.port, server.port))
+        resent = run("--resend")
+        # The work message goes through work's relay; play does not exist.
+        assert resent.code == 78, resent.err
+        assert "no account named 'play'" in resent.err
+        assert [m.data.count(b"via work") for m in server.messages] == [1]
+        assert default.messages == []
+        # Chosen for the run, -A sends what is left with that account.
+        again = run("-A", "work", "--resend")
+        assert again.code == 0, again.err
+        assert [b"via play" in m.data for m in server.messages] == [False,
+                                                                    True]
+    finally:
+        default.stop()
+    assert not (home / "dead.letter").exists()
+
+
 def test_kept_before_it_was_built_can_be_resent(server, mailrc, sendmail, run,
                                                 home):
     # Cron mail for `root` before anyone set an alias: kept, unbuilt.

@@ -204,7 +204,9 @@ def _maintain(mode: str, args: list[str], options: dict[str, Any]) -> int:
         return check(settings)
     if mode == "delete":
         return maintenance.delete(settings, args)
-    return maintenance.resend(settings, args)
+    # -A with --resend sends everything with that account.
+    return maintenance.resend(settings, args, None if options["account"]
+                              else settings_for)
 
 
 def main(argv: list[str] | None = None) -> None:

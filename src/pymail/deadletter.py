@@ -35,6 +35,8 @@ REBUILD_HEADER = b"X-Pymail-Rebuild: "
 # An attachment (its absolute path) of a message kept unbuilt: --resend
 # attaches the file as it is then.
 ATTACH_HEADER = b"X-Pymail-Attach: "
+# The account (-A) the message was sent with: --resend uses it too.
+ACCOUNT_HEADER = b"X-Pymail-Account: "
 # The most of a kept message read to find its header.
 HEAD = 1 << 20
 # The most of an envelope line read: an address fits, the rest of a long
@@ -53,6 +55,7 @@ class Kept:
     chunks: Callable[[], Iterator[bytes]]
     rebuild: str | None = None  # see REBUILD_HEADER
     attachments: list[str] = field(default_factory=list)  # see ATTACH_HEADER
+    account: str | None = None  # see ACCOUNT_HEADER
 
     @property
     def resendable(self) -> bool:
@@ -78,13 +81,16 @@ class Kept:
 
 def envelope_lines(sender: str, recipients: list[str],
                    error: str | None = None, rebuild: str | None = None,
-                   attachments: list[str] | None = None) -> bytes:
+                   attachments: list[str] | None = None,
+                   account: str | None = None) -> bytes:
     """The envelope (and the last error) as header lines, LF-terminated."""
     def clean(text: str) -> bytes:
         return " ".join(text.split()).encode("utf-8", "replace")
 
     lines = [ENVELOPE_FROM + b"<" + clean(sender) + b">"]
     lines += [ENVELOPE_TO + b"<" + clean(r) + b">" for r in recipients]
+    if account:
+        lines.append(ACCOUNT_HEADER + clean(account))
     if rebuild:
         lines.append(REBUILD_HEADER + rebuild.encode())
         lines += [ATTACH_HEADER + os.fsencode(a).replace(b"\n", b"?")
@@ -98,14 +104,15 @@ def envelope_lines(sender: str, recipients: list[str],
 def mbox_entry(sender: str, chunks: Iterable[bytes], *,
                recipients: list[str] | None = None,
                error: str | None = None, rebuild: str | None = None,
-               attachments: list[str] | None = None) -> Iterator[bytes]:
+               attachments: list[str] | None = None,
+               account: str | None = None) -> Iterator[bytes]:
     """One mbox entry, in pieces: the From_ line, the envelope when known,
     the message (see mbox_text), then a blank line."""
     stamp = time.asctime(time.gmtime())
     head = f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode()
     if recipients or rebuild:
         head += envelope_lines(sender, recipients or [], error, rebuild,
-                               attachments)
+                               attachments, account)
     yield head
     yield from mbox_text(chunks)
     yield b"\n"
@@ -179,7 +186,7 @@ def keep(path: Path | None, sender: str,
          chunks: Callable[[], Iterable[bytes]], *,
          recipients: list[str] | None = None, error: str | None = None,
          rebuild: str | None = None, attachments: list[str] | None = None,
-         spill: bool = True) -> str:
+         account: str | None = None, spill: bool = True) -> str:
     """Save a message that was not delivered; returns where it went.
     `chunks` gives the message afresh each time it is called.
 
@@ -193,7 +200,7 @@ def keep(path: Path | None, sender: str,
     def entry() -> Iterator[bytes]:
         return mbox_entry(sender, chunks(), recipients=recipients,
                           error=error, rebuild=rebuild,
-                          attachments=attachments)
+                          attachments=attachments, account=account)
 
     try:
         append_private(path, entry())
@@ -250,6 +257,7 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
     recipients: list[str] = []
     rebuild = None
     attachments: list[str] = []
+    account = None
     while position < span.end:
         line = stream.readline(ENVELOPE_LINE)
         length = len(line)
@@ -264,6 +272,8 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
             rebuild = line[len(REBUILD_HEADER):].decode("ascii", "replace")
         elif line.startswith(ATTACH_HEADER):
             attachments.append(os.fsdecode(line[len(ATTACH_HEADER):]))
+        elif line.startswith(ACCOUNT_HEADER):
+            account = line[len(ACCOUNT_HEADER):].decode("utf-8", "replace")
         elif not line.startswith(ERROR_HEADER):
             break
         position = min(position + length, span.end)
@@ -273,7 +283,8 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
         if stream.read(2) == b"\n\n":
             end -= 1  # the blank line that ends an mbox entry
     return Kept(sender, recipients, partial(_message, stream, position, end),
-                rebuild.strip() if rebuild else None, attachments)
+                rebuild.strip() if rebuild else None, attachments,
+                account.strip() or None if account else None)
 
 
 def _line_length(stream: BinaryIO) -> int:

@@ -123,7 +123,7 @@ def _keep_or_queue(settings: Settings, error: PymailError, sent: Sent,
                           "`pymail --flush` retries it")
     keep = partial(deadletter.keep, settings.dead_letter(),
                    sent.envelope.sender, recipients=recipients,
-                   error=error.line())
+                   error=error.line(), account=sent.account)
     try:
         where = keep(sent.chunks)
     except NoInputError:

@@ -103,18 +103,48 @@ def delete(settings: Settings, ids: list[str]) -> int:
     return EX_OK
 
 
-def resend(settings: Settings, files: list[str]) -> int:
+class Relays:
+    """A connection per account, made when a message first needs it: a
+    kept message goes with the account (-A) it was sent with, unless
+    settings_for is None (an account chosen for the whole run)."""
+
+    def __init__(self, settings: Settings,
+                 settings_for: Callable[[str | None], Settings] | None
+                 ) -> None:
+        self.settings = settings
+        self.settings_for = settings_for
+        self.connections: dict[str | None, Connection] = {}
+
+    def get(self, account: str | None) -> Connection:
+        if self.settings_for is None or account is None:
+            account = self.settings.account
+        if account not in self.connections:
+            settings = self.settings
+            if account != settings.account and self.settings_for:
+                settings = self.settings_for(account)
+            self.connections[account] = Connection(settings)
+        return self.connections[account]
+
+    def close(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
+
+
+def resend(settings: Settings, files: list[str],
+           settings_for: Callable[[str | None], Settings] | None = None
+           ) -> int:
     """Send the messages kept in dead.letter files to their original
-    envelopes; each leaves the file only once the relay accepted it."""
+    envelopes (and accounts, given settings_for); each leaves the file only
+    once the relay accepted it."""
     paths = [Path(f) for f in files] if files else [settings.dead_letter()
                                                      or Path("dead.letter")]
     code = EX_OK
-    connection = Connection(settings)
+    relays = Relays(settings, settings_for)
     try:
         for path in paths:
-            code = _resend_file(connection, path) or code
+            code = _resend_file(relays, path) or code
     finally:
-        connection.close()
+        relays.close()
     return code
 
 
@@ -147,7 +177,7 @@ def _prepared(settings: Settings, kept: deadletter.Kept,
     return envelope, kept.chunks
 
 
-def _resend_file(connection: Connection, path: Path) -> int:
+def _resend_file(relays: Relays, path: Path) -> int:
     """Resend the entries of one file, each read from it as it is sent."""
     try:
         stream = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
@@ -170,7 +200,7 @@ def _resend_file(connection: Connection, path: Path) -> int:
             if not kept.resendable:
                 skipped += 1
                 continue
-            sent, status = _resend(connection, path, kept)
+            sent, status = _resend(relays, path, kept)
             code = status or code
             if sent:
                 done.append(deadletter.fingerprint(stream, span))
@@ -183,12 +213,13 @@ def _resend_file(connection: Connection, path: Path) -> int:
     return code
 
 
-def _resend(connection: Connection, path: Path,
+def _resend(relays: Relays, path: Path,
             kept: deadletter.Kept) -> tuple[bool, int]:
     """Send one kept message: (whether it leaves the file, exit status)."""
     opened: list[Attachment] = []
     try:
         try:
+            connection = relays.get(kept.account)
             envelope, chunks = _prepared(connection.settings, kept, opened)
             if connection.session is None:
                 connection.open()
@@ -208,7 +239,8 @@ def _resend(connection: Connection, path: Path,
             return False, code
         # Delivered to the others: keep a copy for the refused only.
         deadletter.keep(path, envelope.sender, chunks,
-                        recipients=list(outcome.refused))
+                        recipients=list(outcome.refused),
+                        account=kept.account)
         return True, code
     finally:
         for attachment in opened:

@@ -140,8 +140,8 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
 def fail(error: PymailError, dead: Path | None, sender: str,
          chunks: Callable[[], Iterable[bytes]] | None, *,
          recipients: list[str] | None = None,
-         rebuild: str | None = None, attachments: list[str] | None = None
-         ) -> int:
+         rebuild: str | None = None, attachments: list[str] | None = None,
+         account: str | None = None) -> int:
     """Keep the message (chunks gives it afresh at each call), then print
     one line; returns the exit status. With `rebuild`, the message is kept
     unbuilt with the recipients and attachments as given, for --resend to
@@ -152,7 +152,8 @@ def fail(error: PymailError, dead: Path | None, sender: str,
             where = "; " + deadletter.keep(dead, sender, chunks,
                                            recipients=recipients,
                                            error=error.line(), rebuild=rebuild,
-                                           attachments=attachments)
+                                           attachments=attachments,
+                                           account=account)
         except PymailError as keep_error:
             print(f"pymail: {error.line()}", file=sys.stderr)
             print(f"pymail: {keep_error.line()}", file=sys.stderr)
@@ -366,7 +367,8 @@ def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
     return fail(error, dead, "", lambda: [fallback_entry(request, body)],
                 recipients=[*request.to, *request.cc, *request.bcc],
                 rebuild="t" if request.read_headers else "1",
-                attachments=[os.path.abspath(a) for a in request.attach])
+                attachments=[os.path.abspath(a) for a in request.attach],
+                account=request.account)
 
 
 def default_dead_letter() -> Path:

@@ -364,7 +364,7 @@ class Flush:
             where = deadletter.keep(self.dead, entry.sender,
                                     partial(self.spool.chunks, entry),
                                     recipients=recipients, error=error,
-                                    spill=False)
+                                    account=entry.account, spill=False)
         except DeadLetterError as failure:
             print(f"pymail: queued {entry.id} for {', '.join(recipients)}: "
                   f"{error}; {failure.line()}; it stays in the queue",
