@@ -134,6 +134,25 @@ def test_unbuilt_message_keeps_attachments_and_headers(server, mailrc, run,
     assert attached.get_payload(decode=True) == b"host,free\nweb-01,3%\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_resend_reads_no_attachment_named_in_another_users_file(
+        server, mailrc, run, home, tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:$6$secret\n")
+    mailrc(recipe(server.port))
+    assert run("-s", "x", "-a", str(secret), "root", input=b"hi\n").code == 65
+    # As if another user had written it, naming a file only root can read.
+    theirs = tmp_path / "their.dead.letter"
+    (home / "dead.letter").rename(theirs)
+    os.chown(theirs, 65534, 65534)
+    mailrc(recipe(server.port, extra="alias root ops@example.org\n"))
+    result = run("--resend", str(theirs))
+    assert result.code == 77, result.err
+    assert "another user's" in result.err
+    assert server.messages == []
+    assert b"X-Pymail-Attach: " in theirs.read_bytes()
+
+
 def test_unbuilt_t_message_keeps_its_own_headers(server, mailrc, run, home):
     mailrc(recipe(server.port))
     message = b"To: root\nSubject: from -t\nX-Job: nightly\n\nthe body\n"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pymail import deadletter, logs
 from pymail.errors import (
+    EX_NOPERM,
     EX_OK,
     EX_TEMPFAIL,
     EX_UNAVAILABLE,
@@ -195,8 +196,18 @@ def _resend_file(relays: Relays, path: Path) -> int:
         done: list[tuple[int, str]] = []
         code = EX_OK
         skipped = 0
+        # Attachments are read by the paths the file names: only from a
+        # file of this user's (root resending /home/bob/dead.letter must
+        # not mail bob the files bob names).
+        owner = os.fstat(stream.fileno()).st_uid
         for span in entries:
             kept = deadletter.read_entry(stream, span)
+            if kept.attachments and owner != os.geteuid():
+                print(f"pymail: {path}: a message names attachments, and "
+                      "the file is another user's: left as it is",
+                      file=sys.stderr)
+                code = code or EX_NOPERM
+                continue
             if not kept.resendable:
                 skipped += 1
                 continue
