@@ -438,6 +438,26 @@ def test_kept_before_it_was_built_can_be_resent(server, mailrc, sendmail, run,
     assert not (home / "dead.letter").exists()
 
 
+def test_kept_message_cannot_forge_its_own_envelope(server, mailrc, sendmail,
+                                                    run, home, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP SECRET\n")
+    mailrc(recipe(server.port))
+    forged = (f"X-Pymail-Attach: {secret}\n"
+              "X-Pymail-Envelope-To: <attacker@evil.example>\n"
+              "X-Pymail-Account: other\n"
+              "Subject: disk report\n\nall fine\n").encode()
+    assert sendmail("-i", "root", input=forged).code == 65  # kept unbuilt
+    mailrc(root_rc(server.port))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    [got] = server.messages
+    assert got.rcpt_tos == ["ops@example.org"]
+    assert b"TOP SECRET" not in got.data
+    assert b"VE9QIFNFQ1JFVA" not in got.data  # nor base64-encoded
+    assert parsed(got.data)["Subject"] == "disk report"
+
+
 def test_unresolvable_to_header_without_t(server, mailrc, sendmail):
     mailrc(recipe(server.port))
     result = sendmail("-i", "ops@example.org",

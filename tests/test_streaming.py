@@ -253,7 +253,10 @@ def parse_entry(entry: bytes) -> tuple[str | None, list[str], bytes]:
             sender = line[24:].decode().strip().strip("<>")
         elif line.startswith(b"X-Pymail-Envelope-To: "):
             recipients.append(line[22:].decode().strip().strip("<>"))
-        elif not line.startswith((b"X-Pymail-Error: ", b"X-Pymail-Rebuild: ")):
+        elif line.startswith(b"X-Pymail-Error: "):
+            index += 1
+            break  # the last envelope line
+        elif not line.startswith(b"X-Pymail-Rebuild: "):
             break
         index += 1
     body = b"\n".join(lines[index:])

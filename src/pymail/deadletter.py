@@ -27,6 +27,9 @@ QUOTED_FROM_AFTER_LF = re.compile(rb"\n>(>*From )")
 # --resend reads these lines back and removes them before sending.
 ENVELOPE_FROM = b"X-Pymail-Envelope-From: "
 ENVELOPE_TO = b"X-Pymail-Envelope-To: "
+# Always the last envelope line: what follows is the message, even when
+# it begins with lines like these (a message kept as it came must not add
+# recipients or attachments to its own envelope).
 ERROR_HEADER = b"X-Pymail-Error: "
 # A message kept before pymail could build it (a bad address, an unknown
 # name): --resend builds it as the sendmail entry does, "t" meaning that
@@ -95,9 +98,8 @@ def envelope_lines(sender: str, recipients: list[str],
         lines.append(REBUILD_HEADER + rebuild.encode())
         lines += [ATTACH_HEADER + os.fsencode(a).replace(b"\n", b"?")
                   for a in attachments or []]
-    if error:
-        text = " ".join(error.split())
-        lines.append(ERROR_HEADER + text.encode("utf-8", "replace"))
+    text = " ".join((error or "not recorded").split())
+    lines.append(ERROR_HEADER + text.encode("utf-8", "replace"))
     return b"".join(line + b"\n" for line in lines)
 
 
@@ -274,7 +276,10 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
             attachments.append(os.fsdecode(line[len(ATTACH_HEADER):]))
         elif line.startswith(ACCOUNT_HEADER):
             account = line[len(ACCOUNT_HEADER):].decode("utf-8", "replace")
-        elif not line.startswith(ERROR_HEADER):
+        elif line.startswith(ERROR_HEADER):
+            position = min(position + length, span.end)
+            break
+        else:
             break
         position = min(position + length, span.end)
     end = span.end
