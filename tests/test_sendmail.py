@@ -458,6 +458,18 @@ def test_kept_message_cannot_forge_its_own_envelope(server, mailrc, sendmail,
     assert parsed(got.data)["Subject"] == "disk report"
 
 
+def test_header_block_over_the_limit_is_kept_not_sent(server, mailrc,
+                                                      sendmail, home):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: big\nX-Long: " + b"x" * (1 << 20)
+               + b"\nBcc: secret@example.net\n\nbody\n")
+    result = sendmail("-t", "-i", input=message)
+    assert result.code == 65
+    assert "header block is longer than 1 MiB" in result.err
+    assert server.messages == []
+    assert b"Bcc: secret@example.net" in (home / "dead.letter").read_bytes()
+
+
 def test_unresolvable_to_header_without_t(server, mailrc, sendmail):
     mailrc(recipe(server.port))
     result = sendmail("-i", "ops@example.org",

@@ -192,6 +192,11 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
     Attachments (of a message kept unbuilt) go after a text body."""
     head = head_of(data)
     headers, rest = split_header_block(head, fallbacks, strict=False)
+    if not rest and len(head) >= HEADER_LIMIT and not HEADER_END.search(head):
+        # Cut here, the headers after the limit (Bcc among them) would be
+        # sent as body text.
+        raise DataError(f"sendmail: the header block is longer than "
+                        f"{HEADER_LIMIT >> 20} MiB")
     body_start = len(head) - len(rest)
     first = {n.lower(): v for n, v in reversed(headers)}
     content_type = first.get("content-type", "text/plain")
