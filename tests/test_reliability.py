@@ -106,6 +106,23 @@ def test_resend_keeps_what_is_refused(cert, mailrc, run, home, reply, code):
     assert f"X-Pymail-Envelope-To: <{TO}>".encode() not in kept
 
 
+@pytest.mark.parametrize("order", [("perm", "temp"), ("temp", "perm")])
+def test_resend_reports_a_permanent_refusal_over_a_temporary_one(
+        cert, mailrc, run, order):
+    mailrc(recipe(free_port()))
+    for name in order:
+        assert send(run, to=f"{name}@example.org").code == 75
+    handler = Recorder(rcpt_replies={"perm@example.org": "550 5.1.1 no such",
+                                     "temp@example.org": "450 4.2.0 busy"})
+    srv = start_server(cert=cert, handler=handler)
+    try:
+        mailrc(recipe(srv.port))
+        result = run("--resend")
+    finally:
+        srv.stop()
+    assert result.code == 69, result.err
+
+
 def test_unbuilt_message_keeps_attachments_and_headers(server, mailrc, run,
                                                        home, tmp_path):
     report = tmp_path / "report.csv"

@@ -87,3 +87,11 @@ class AuthFailure(DeliveryError):
 def is_temporary(error: PymailError) -> bool:
     """Failures worth another try later; 5xx and configuration are not."""
     return isinstance(error, TemporaryFailure)
+
+
+def graver(first: int, second: int) -> int:
+    """Of two exit statuses, the one to report: a failure over success, and
+    one that needs a person over EX_TEMPFAIL; the first of two alike."""
+    def rank(code: int) -> int:
+        return 0 if code == EX_OK else 1 if code == EX_TEMPFAIL else 2
+    return second if rank(second) > rank(first) else first

@@ -20,6 +20,7 @@ from pymail.errors import (
     NoInputError,
     PymailError,
     TemporaryFailure,
+    graver,
     is_temporary,
 )
 from pymail.files import open_regular, spooled
@@ -143,7 +144,7 @@ def resend(settings: Settings, files: list[str],
     relays = Relays(settings, settings_for)
     try:
         for path in paths:
-            code = _resend_file(relays, path) or code
+            code = graver(code, _resend_file(relays, path))
     finally:
         relays.close()
     return code
@@ -206,13 +207,13 @@ def _resend_file(relays: Relays, path: Path) -> int:
                 print(f"pymail: {path}: a message names attachments, and "
                       "the file is another user's: left as it is",
                       file=sys.stderr)
-                code = code or EX_NOPERM
+                code = graver(code, EX_NOPERM)
                 continue
             if not kept.resendable:
                 skipped += 1
                 continue
             sent, status = _resend(relays, path, kept)
-            code = status or code
+            code = graver(code, status)
             if sent:
                 done.append(deadletter.fingerprint(stream, span))
     if done:
