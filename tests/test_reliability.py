@@ -170,6 +170,34 @@ def test_resend_reads_no_attachment_named_in_another_users_file(
     assert b"X-Pymail-Attach: " in theirs.read_bytes()
 
 
+@pytest.mark.parametrize("t", [False, True])
+def test_unbuilt_message_keeps_r_C_M_and_q(server, mailrc, run, home,
+                                           tmp_path, t):
+    quote = tmp_path / "quote.txt"
+    quote.write_bytes(b"QUOTED FILE TEXT\n")
+    mailrc(recipe(server.port))
+    args = ["-s", "report", "-r", "Alert Bot <alert@example.com>",
+            "-C", "X-Tag: nightly", "-M", "text/html", "-q", str(quote)]
+    if t:
+        body = b"To: root\nSubject: from body\n\n<b>hi</b>\n"
+        assert run(*args, "-t", input=body).code == 65
+    else:
+        assert run(*args, "root", input=b"<b>hi</b>\n").code == 65
+    mailrc(recipe(server.port, extra="alias root ops@example.org\n"))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    [got] = server.messages
+    assert got.mail_from == "alert@example.com"
+    assert got.rcpt_tos == ["ops@example.org"]
+    message = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert message["From"].addresses[0].display_name == "Alert Bot"
+    assert message["Subject"] == "report"  # -s beats the body's Subject
+    assert message["X-Tag"] == "nightly"
+    assert message.get_content_type() == "text/html"
+    assert message.get_content().replace("\r\n", "\n") == \
+        "QUOTED FILE TEXT\n<b>hi</b>\n"
+
+
 def test_unbuilt_t_message_keeps_its_own_headers(server, mailrc, run, home):
     mailrc(recipe(server.port))
     message = b"To: root\nSubject: from -t\nX-Job: nightly\n\nthe body\n"

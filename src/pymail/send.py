@@ -7,8 +7,10 @@ before it is reported, so nothing a script pipes into pymail is lost.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,8 @@ from pymail.settings import Settings, default_user, home_dir, resolve_variables
 
 log = logs.Logger(__name__)
 
+# Where -t input's header block ends.
+HEADERS_END = re.compile(rb"\r?\n\r?\n")
 # Names some files use that pymail accepts and explains under -v.
 NO_EFFECT = {
     "sendwait": "pymail always waits for the relay",
@@ -344,19 +348,33 @@ def record(settings: Settings, sender: str, message: Message) -> None:
 
 
 def fallback_entry(request: Request, body: bytes) -> bytes:
-    """The message as given, when no real one could be built: To, Cc and
-    Subject as headers (raw UTF-8: --resend encodes them when it builds the
-    message), then the body. With -t the body begins with headers of its
-    own: the subject joins them."""
+    """The message as given, when no real one could be built: -r, To, Cc,
+    Subject, -C and -M as headers (raw UTF-8, each on one line: --resend
+    encodes them when it builds the message), then -q's text if it can be
+    read, then the body. With -t the body begins with headers of its own:
+    those given on the command line go first, so that they win."""
     head = []
+    if request.from_:
+        head.append(f"From: {clean_subject(request.from_)}")
     if not request.read_headers:
         head += [f"{name}: {clean_subject(', '.join(given))}"
                  for name, given in (("To", request.to), ("Cc", request.cc))
                  if given]
     if request.subject or not request.read_headers:
         head.append(f"Subject: {clean_subject(request.subject or '')}")
+    head += [clean_subject(field) for field in request.custom_headers]
+    if request.body_type.lower() != "text/plain":
+        head.append(f"Content-Type: {clean_subject(request.body_type)}")
     text = "".join(line + "\n" for line in head).encode("utf-8", "replace")
-    return text + body if request.read_headers else text + b"\n" + body
+    quote = b""
+    if request.quote_file:
+        with suppress(PymailError):  # its error was shown; the file stays
+            quote = read_quote(request.quote_file)
+    if not request.read_headers:
+        return text + b"\n" + quote + body
+    end = HEADERS_END.search(body)
+    at = end.end() if end else 0
+    return text + body[:at] + quote + body[at:]
 
 
 def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
@@ -364,7 +382,8 @@ def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
     """Keep a message that could not be built, as given (see
     fallback_entry), with its recipients and attachments recorded so that
     --resend builds it once the cause is fixed."""
-    return fail(error, dead, "", lambda: [fallback_entry(request, body)],
+    return fail(error, dead, request.envelope_sender or "",
+                lambda: [fallback_entry(request, body)],
                 recipients=[*request.to, *request.cc, *request.bcc],
                 rebuild="t" if request.read_headers else "1",
                 attachments=[os.path.abspath(a) for a in request.attach],
