@@ -258,8 +258,9 @@ def test_reply_line_too_long(raw_tls, mailrc, run):
     assert result.code == 76
 
 
-# The raw bytes of Latin-1 ² and ¹: smtplib reads replies as Latin-1.
-@pytest.mark.parametrize("size", ["\udcb2", "1\udcb9"])
+# The raw bytes of Latin-1 ² and ¹ (smtplib reads replies as Latin-1), and
+# more digits than int() takes.
+@pytest.mark.parametrize("size", ["\udcb2", "1\udcb9", "9" * 5000])
 def test_size_that_is_not_ascii_digits_is_no_limit(raw_tls, mailrc, run, home,
                                                    size):
     srv = raw_tls(["220 hi", "250-hi\r\n250 SIZE " + size,

@@ -143,6 +143,28 @@ def test_t_removes_bcc_and_adds_recipients(server, mailrc, sendmail):
     assert b"\r\nBcc:" not in received.data
 
 
+def test_t_resent_bcc_is_never_written(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nResent-Bcc: hidden@example.org\n"
+               b"Subject: t\n\nbody\n")
+    assert sendmail("-t", "-i", input=message).code == 0
+    assert b"hidden@example.org" not in server.messages[0].data
+
+
+@pytest.mark.parametrize("content_type", [b"", b"text", b"text; charset=utf-8"])
+def test_content_type_without_a_subtype_is_plain_text(server, mailrc, sendmail,
+                                                     content_type):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nContent-Type: " + content_type +
+               "\nSubject: t\n\n备份完成\n".encode())
+    result = sendmail("-t", "-i", input=message)
+    assert result.code == 0, result.err
+    got = server.messages[0]
+    assert got.data.isascii()  # re-encoded: no 8BITMIME needed
+    assert server.handler.mail_options == [[]]
+    assert parsed(got.data).get_content().strip() == "备份完成"
+
+
 def test_headers_without_t_are_not_recipients(server, mailrc, sendmail):
     mailrc(root_rc(server.port))
     result = sendmail("-i", "only@example.org",
@@ -502,11 +524,15 @@ def test_per_host_tls_variants(server, mailrc, run, ca_file):
     assert run("-s", "strict", "ops@example.org", input=b"hi\n").code == 76
 
 
-@pytest.mark.parametrize("stray", [b"\r", b"\0"])
-def test_t_stray_cr_or_nul_in_a_header_keeps_the_header_block(
-        server, mailrc, sendmail, stray):
+# Inside a line (CR, NUL), or a line of its own holding only blanks.
+@pytest.mark.parametrize("stray", [b"\r", b"\0", b"\0\n", b" \n", b"\t\n",
+                                   b"\x0c\n", "\u00a0\n".encode()])
+def test_t_stray_characters_keep_the_header_block(server, mailrc, sendmail,
+                                                  stray):
     mailrc(root_rc(server.port))
-    message = (b"To: a@example.org\nSubject: disk" + stray + b"full\n"
+    subject = (b"Subject: disk full\n" + stray if stray.endswith(b"\n")
+               else b"Subject: disk" + stray + b"full\n")
+    message = (b"To: a@example.org\n" + subject +
                b"Cc: b@example.org\nBcc: hidden@example.org\n\nbody\n")
     result = sendmail("-t", "-i", input=message)
     assert result.code == 0, result.err

@@ -622,7 +622,11 @@ def split_header_block(data: bytes, fallbacks: tuple[str, ...] = (), *,
             # inside a header line is a space there, not the end of the
             # headers (which would turn Cc and Bcc into body text).
             line = line.replace("\r", " ").replace("\0", " ")
+        # Only an empty line ends the headers: a line of blanks (spaces,
+        # tabs, form feeds) after a header continues it, adding nothing.
         if not line.strip():
+            if line and headers:
+                continue
             break
         if line[0] in " \t" and headers:
             name, value = headers[-1]

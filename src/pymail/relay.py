@@ -649,8 +649,9 @@ class Connection:
         session = self.session
         assert session is not None
         limit = session.esmtp_features.get("size", "")
+        # int() refuses over 4300 digits; no real limit has 20.
         if size and limit.isascii() and limit.isdigit() and \
-                0 < int(limit) < size:
+                len(limit) < 20 and 0 < int(limit) < size:
             raise PermanentFailure(
                 f"the message is {megabytes(size)} ({size} bytes); "
                 f"{self.relay.address} accepts at most {megabytes(int(limit))}"

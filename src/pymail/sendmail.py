@@ -47,7 +47,8 @@ log = logs.Logger(__name__)
 WITH_VALUE = frozenset("fFrBNVRXLhCOd")
 # Headers that the rebuilt message takes from the parsed ones.
 HANDLED = frozenset({"from", "to", "cc", "bcc", "subject", "mime-version",
-                     "content-type", "content-transfer-encoding"})
+                     "content-type", "content-transfer-encoding",
+                     "resent-bcc"})  # never written, as Bcc
 # Without -i, a line of a single dot (and CRs) ends the message.
 DOT_LINE = re.compile(rb"^\.\r*(?:\n|\Z)", re.MULTILINE)
 # The empty line after the header, and the most of a message read to find
@@ -201,6 +202,8 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
     first = {n.lower(): v for n, v in reversed(headers)}
     content_type = first.get("content-type", "text/plain")
     kind = content_type.partition(";")[0].strip().lower()
+    if "/" not in kind:  # empty, or `text`: no MIME type; RFC 2045 says
+        content_type = kind = "text/plain"  # take it as plain text
     passthrough = None
     if kind.startswith("text/"):
         data.seek(body_start)
