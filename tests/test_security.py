@@ -82,6 +82,16 @@ def test_bad_url_error_hides_the_password(mailrc, run):
     assert "Url-S3cret" not in result.err and "****" in result.err
 
 
+def test_unquoted_password_with_a_space_is_not_shown(mailrc, run, home):
+    mailrc("set smtp=smtps://127.0.0.1:1\n"
+           "set smtp-auth-password=Sekr1t =Pa$$word\n")
+    result = run("-s", "x", "a@example.org", input=b"hi\n")
+    assert result.code == 78
+    assert "no variable name" in result.err and "quotes" in result.err
+    assert "Pa$$word" not in result.err and "Sekr1t" not in result.err
+    assert b"Pa$$word" not in (home / "dead.letter").read_bytes()
+
+
 def test_nothing_kept_holds_the_password(mailrc, run, home, tmp_path):
     log_file = tmp_path / "log"
     queue = tmp_path / "queue"

@@ -331,7 +331,11 @@ class Interpreter:
                  ) -> None:
         name, eq, value = word.partition("=")
         if not name:
-            raise ConfigError(f"{where}: 'set {word}' has no variable name")
+            # The value is not shown: it may be the rest of a password.
+            raise ConfigError(f"{where}: a word of `set` has a value but no "
+                              "variable name",
+                              hint="a value with spaces needs quotes: "
+                              "set name=\"a b\"")
         source = source or self.current
         if eq:
             self.state.assign(name, value, where, source)
