@@ -198,6 +198,45 @@ def test_unbuilt_message_keeps_r_C_M_and_q(server, mailrc, run, home,
         "QUOTED FILE TEXT\n<b>hi</b>\n"
 
 
+def test_unbuilt_message_envelope_survives_as_given(server, mailrc, run, home,
+                                                   tmp_path):
+    odd = tmp_path / "50%\nreport.csv"  # a newline and a % in the name
+    odd.write_bytes(b"a,b\n")
+    many = ", ".join(f"user{n}@example.org" for n in range(250))  # ~5.7 KB
+    gbk_subject = "磁盘告警".encode("gbk").decode("utf-8", "surrogateescape")
+    mailrc(recipe(server.port))
+    result = run("-S", "ttycharset=gbk", "-s", gbk_subject, "-a", str(odd),
+                 "Ops Team <ops@example.org>", many, "root", input=b"hi\n")
+    assert result.code == 65
+    mailrc(recipe(server.port, extra="alias root ops@example.org\n"
+                  "set ttycharset=gbk\n"))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    [got] = server.messages
+    assert got.rcpt_tos == ["ops@example.org"] + [
+        f"user{n}@example.org" for n in range(250)]
+    message = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert message["Subject"] == "磁盘告警"
+    [attached] = [p for p in message.iter_attachments()]
+    assert attached.get_payload(decode=True) == b"a,b\n"
+
+
+def test_resend_leaves_an_entry_whose_envelope_line_is_too_long(
+        server, mailrc, run, home):
+    huge = b"X-Pymail-Envelope-To: <" + b"a" * (2 << 20) + b"@example.org>\n"
+    (home / "dead.letter").write_bytes(
+        b"From bot@example.com Thu Jan  1 00:00:00 2026\n"
+        b"X-Pymail-Envelope-From: <bot@example.com>\n" + huge +
+        b"X-Pymail-Envelope-To: <ok@example.org>\n"
+        b"X-Pymail-Error: x\nSubject: s\n\nhi\n\n")
+    mailrc(recipe(server.port))
+    result = run("--resend")
+    assert result.code == 65
+    assert "envelope line over" in result.err
+    assert server.messages == []
+    assert huge in (home / "dead.letter").read_bytes()
+
+
 def test_unbuilt_t_message_keeps_its_own_headers(server, mailrc, run, home):
     mailrc(recipe(server.port))
     message = b"To: root\nSubject: from -t\nX-Job: nightly\n\nthe body\n"

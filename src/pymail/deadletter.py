@@ -42,9 +42,10 @@ ATTACH_HEADER = b"X-Pymail-Attach: "
 ACCOUNT_HEADER = b"X-Pymail-Account: "
 # The most of a kept message read to find its header.
 HEAD = 1 << 20
-# The most of an envelope line read: an address fits, the rest of a long
-# X-Pymail-Error line (a relay's reply of 100 lines) is skipped.
-ENVELOPE_LINE = 4096
+# The most of an envelope line read: recipients as given on a command line
+# fit; the rest of a long X-Pymail-Error line (a relay's reply of 100
+# lines) is skipped. An entry with a longer envelope line is not resent.
+ENVELOPE_LINE = 1 << 20
 
 
 @dataclass(repr=False, eq=False)
@@ -59,9 +60,12 @@ class Kept:
     rebuild: str | None = None  # see REBUILD_HEADER
     attachments: list[str] = field(default_factory=list)  # see ATTACH_HEADER
     account: str | None = None  # see ACCOUNT_HEADER
+    cut: bool = False  # an envelope line longer than ENVELOPE_LINE
 
     @property
     def resendable(self) -> bool:
+        if self.cut:
+            return False
         if self.rebuild:
             return bool(self.recipients) or self.rebuild == "t"
         return self.sender is not None and bool(self.recipients)
@@ -96,8 +100,8 @@ def envelope_lines(sender: str, recipients: list[str],
         lines.append(ACCOUNT_HEADER + clean(account))
     if rebuild:
         lines.append(REBUILD_HEADER + rebuild.encode())
-        lines += [ATTACH_HEADER + os.fsencode(a).replace(b"\n", b"?")
-                  for a in attachments or []]
+        lines += [ATTACH_HEADER + os.fsencode(a).replace(b"%", b"%25")
+                  .replace(b"\n", b"%0A") for a in attachments or []]
     text = " ".join((error or "not recorded").split())
     lines.append(ERROR_HEADER + text.encode("utf-8", "replace"))
     return b"".join(line + b"\n" for line in lines)
@@ -260,11 +264,14 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
     rebuild = None
     attachments: list[str] = []
     account = None
+    cut = False
     while position < span.end:
         line = stream.readline(ENVELOPE_LINE)
         length = len(line)
         if not line.endswith(b"\n"):
             length += _line_length(stream)
+            cut = cut or (length > len(line) and
+                          not line.startswith(ERROR_HEADER))
         line = line.rstrip(b"\n")
         if line.startswith(ENVELOPE_FROM):
             sender = _bracketed(line[len(ENVELOPE_FROM):])
@@ -273,7 +280,9 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
         elif line.startswith(REBUILD_HEADER):
             rebuild = line[len(REBUILD_HEADER):].decode("ascii", "replace")
         elif line.startswith(ATTACH_HEADER):
-            attachments.append(os.fsdecode(line[len(ATTACH_HEADER):]))
+            attachments.append(os.fsdecode(re.sub(
+                rb"%(25|0A)", lambda m: b"%" if m[1] == b"25" else b"\n",
+                line[len(ATTACH_HEADER):])))
         elif line.startswith(ACCOUNT_HEADER):
             account = line[len(ACCOUNT_HEADER):].decode("utf-8", "replace")
         elif line.startswith(ERROR_HEADER):
@@ -289,7 +298,7 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
             end -= 1  # the blank line that ends an mbox entry
     return Kept(sender, recipients, partial(_message, stream, position, end),
                 rebuild.strip() if rebuild else None, attachments,
-                account.strip() or None if account else None)
+                account.strip() or None if account else None, cut)
 
 
 def _line_length(stream: BinaryIO) -> int:
@@ -313,7 +322,11 @@ def _message(stream: BinaryIO, start: int, end: int) -> Iterator[bytes]:
 
 
 def _bracketed(value: bytes) -> str:
-    return value.strip().decode("utf-8", "replace").strip("<>")
+    """An address between < and >; only that pair is removed (a recipient
+    kept as given may be `Name <a@b>`)."""
+    text = value.strip().decode("utf-8", "replace")
+    return text[1:-1] if text.startswith("<") and text.endswith(">") \
+        else text
 
 
 def fingerprint(stream: BinaryIO, span: Span) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pymail import deadletter, logs
 from pymail.errors import (
+    EX_DATAERR,
     EX_NOPERM,
     EX_OK,
     EX_TEMPFAIL,
@@ -208,6 +209,12 @@ def _resend_file(relays: Relays, path: Path) -> int:
                       "the file is another user's: left as it is",
                       file=sys.stderr)
                 code = graver(code, EX_NOPERM)
+                continue
+            if kept.cut:
+                print(f"pymail: {path}: a message with an envelope line over "
+                      f"{deadletter.ENVELOPE_LINE} bytes was left as it is",
+                      file=sys.stderr)
+                code = graver(code, EX_DATAERR)
                 continue
             if not kept.resendable:
                 skipped += 1

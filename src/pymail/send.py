@@ -365,7 +365,13 @@ def fallback_entry(request: Request, body: bytes) -> bytes:
     head += [clean_subject(field) for field in request.custom_headers]
     if request.body_type.lower() != "text/plain":
         head.append(f"Content-Type: {clean_subject(request.body_type)}")
-    text = "".join(line + "\n" for line in head).encode("utf-8", "replace")
+    # Bytes the command line held that are not UTF-8 (a GBK subject) go as
+    # they came: --resend reads them with ttycharset and the locale's.
+    joined = "".join(line + "\n" for line in head)
+    try:
+        text = joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        text = joined.encode("utf-8", "replace")
     quote = b""
     if request.quote_file:
         with suppress(PymailError):  # its error was shown; the file stays
