@@ -106,6 +106,39 @@ def test_resend_keeps_what_is_refused(cert, mailrc, run, home, reply, code):
     assert f"X-Pymail-Envelope-To: <{TO}>".encode() not in kept
 
 
+def test_resend_partial_refusal_with_a_full_disk_sends_nothing_twice(
+        cert, mailrc, run, home, tmp_path):
+    import resource
+    mailrc(recipe(free_port()))
+    assert send(run, "-c", "gone@example.org").code == 75
+    assert send(run, to="second@example.org").code == 75
+    dead = home / "dead.letter"
+    handler = Recorder(rcpt_replies={"gone@example.org": "550 5.1.1 gone"})
+    srv = start_server(cert=cert, handler=handler)
+    rc = tmp_path / "mail.rc"
+    rc.write_text(recipe(srv.port))
+    limit = dead.stat().st_size  # the copy for gone@ cannot be appended
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pymail", "-n", "--resend"],
+            env={**os.environ, "MAILRC": str(rc), "HOME": str(home)},
+            capture_output=True, preexec_fn=full_disk, timeout=60)
+        assert proc.returncode == 73, proc.stderr
+        assert b"cannot write" in proc.stderr
+        assert BODY in proc.stderr  # the copy for gone@ is not lost
+        assert [m.rcpt_tos for m in srv.messages] == [[TO],
+                                                      ["second@example.org"]]
+        # Both left the file: a second run sends nothing again.
+        assert not dead.exists()
+        run("--resend")
+        assert len(srv.messages) == 2
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("order", [("perm", "temp"), ("temp", "perm")])
 def test_resend_reports_a_permanent_refusal_over_a_temporary_one(
         cert, mailrc, run, order):

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 
 from pymail import deadletter, logs
 from pymail.errors import (
+    EX_CANTCREAT,
     EX_DATAERR,
     EX_NOPERM,
     EX_OK,
     EX_TEMPFAIL,
     EX_UNAVAILABLE,
     ConfigError,
+    DeadLetterError,
     NoInputError,
     PymailError,
     TemporaryFailure,
@@ -256,10 +258,16 @@ def _resend(relays: Relays, path: Path,
             else EX_UNAVAILABLE
         if not outcome.reply:
             return False, code
-        # Delivered to the others: keep a copy for the refused only.
-        deadletter.keep(path, envelope.sender, chunks,
-                        recipients=list(outcome.refused),
-                        account=kept.account)
+        # Delivered to the others: keep a copy for the refused only (on
+        # stderr when the file cannot take it); the entry leaves the file
+        # either way, so that no one gets the message twice.
+        try:
+            deadletter.keep(path, envelope.sender, chunks,
+                            recipients=list(outcome.refused), error=lines,
+                            account=kept.account)
+        except DeadLetterError as error:
+            print(f"pymail: {path}: {error.line()}", file=sys.stderr)
+            return True, EX_CANTCREAT
         return True, code
     finally:
         for attachment in opened:
