@@ -106,6 +106,22 @@ def test_resend_keeps_what_is_refused(cert, mailrc, run, home, reply, code):
     assert f"X-Pymail-Envelope-To: <{TO}>".encode() not in kept
 
 
+def test_two_resends_at_once_never_send_twice(server, mailrc, run, home):
+    import fcntl
+    mailrc(recipe(free_port()))
+    assert send(run).code == 75
+    mailrc(recipe(server.port))
+    lock = home / ".dead.letter.resend-lock"
+    with open(lock, "a") as held:  # another --resend is running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run("--resend")
+    assert result.code == 75
+    assert "another --resend" in result.err
+    assert server.messages == []
+    assert run("--resend").code == 0
+    assert len(server.messages) == 1
+
+
 def test_resend_partial_refusal_with_a_full_disk_sends_nothing_twice(
         cert, mailrc, run, home, tmp_path):
     import resource

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,10 +149,41 @@ def resend(settings: Settings, files: list[str],
     relays = Relays(settings, settings_for)
     try:
         for path in paths:
-            code = graver(code, _resend_file(relays, path))
+            with _resending(path) as ours:
+                if not ours:
+                    print(f"pymail: {path}: another --resend is sending from "
+                          "it; try again when it has finished",
+                          file=sys.stderr)
+                    code = graver(code, EX_TEMPFAIL)
+                    continue
+                code = graver(code, _resend_file(relays, path))
     finally:
         relays.close()
     return code
+
+
+@contextmanager
+def _resending(path: Path) -> Iterator[bool]:
+    """Hold the lock of --resend runs on path (a hidden file beside it,
+    left in place); yields False when another run holds it. Appenders
+    take another lock (see deadletter.append_private): they never wait
+    for this one. Where no lock file can be made, nothing is held."""
+    lock = path.with_name(f".{path.name}.resend-lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.info("no lock for %s: %s", path, exc.strerror or exc)
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _prepared(settings: Settings, kept: deadletter.Kept,
