@@ -284,6 +284,20 @@ def test_failure_with_queue_exits_0_so_cron_keeps_the_output(
     assert len(list(queue.glob("*.json"))) == 1
 
 
+def test_broken_mail_rc_keeps_the_cron_mail(server, mailrc, sendmail, run,
+                                            home):
+    mailrc(root_rc(server.port) + "set smtp-auth-password\n'unterminated\n")
+    result = sendmail("-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root",
+                      input=DEBIAN_CRON)
+    assert result.code == 78
+    assert "unterminated" in result.err
+    assert b"backup: 3 files skipped" in (home / "dead.letter").read_bytes()
+    mailrc(root_rc(server.port))
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    assert server.messages[0].rcpt_tos == ["ops@example.org"]
+
+
 def test_failure_without_queue_keeps_the_message(mailrc, sendmail, home):
     mailrc(root_rc(free_port()))
     result = sendmail("-i", "root", input=DEBIAN_CRON)

@@ -155,7 +155,18 @@ def run(program: str, args: list[str]) -> int:
     setup_logging(options.verbose, options.debug)
     for ignored in options.ignored:
         log.info("sendmail option %s ignored", ignored)
-    settings = resolve_variables(read_system=True, assignments=[])
+    try:
+        settings = resolve_variables(read_system=True, assignments=[])
+    except ConfigError as error:
+        if options.mode != "send":
+            raise
+        # The configuration is broken, but the message must survive it.
+        from pymail.send import default_dead_letter, fail
+
+        data = read_message(options.ignore_dots)
+        return fail(error, default_dead_letter(), options.sender or "",
+                    partial(blocks, data), recipients=options.recipients,
+                    rebuild="t" if options.read_recipients else "1")
     from pymail.notices import check_secrets
 
     check_secrets(settings)
