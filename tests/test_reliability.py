@@ -23,6 +23,7 @@ from servers import (
     PASSWORD,
     RawServer,
     Recorder,
+    Server,
     StreamServer,
     free_port,
     start_server,
@@ -85,18 +86,25 @@ def test_resend_delivers_to_the_original_envelope(server, mailrc, run, home):
     assert not (home / "dead.letter").exists()
 
 
+def resend_to(cert: Any, mailrc: Callable[[str], Path],
+              run: Callable[..., Result], rcpt_replies: dict[str, str]
+              ) -> tuple[Result, Server]:
+    """`pymail --resend` to a relay answering RCPT as told; the relay is
+    stopped after (what it received stays readable)."""
+    srv = start_server(cert=cert, handler=Recorder(rcpt_replies=rcpt_replies))
+    try:
+        mailrc(recipe(srv.port))
+        return run("--resend"), srv
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("reply, code", [("550 5.1.1 no such", 69),
                                          ("451 4.3.0 later", 75)])
 def test_resend_keeps_what_is_refused(cert, mailrc, run, home, reply, code):
     mailrc(recipe(free_port()))
     assert send(run, "-c", "gone@example.org").code == 75
-    handler = Recorder(rcpt_replies={"gone@example.org": reply})
-    srv = start_server(cert=cert, handler=handler)
-    try:
-        mailrc(recipe(srv.port))
-        result = run("--resend")
-    finally:
-        srv.stop()
+    result, srv = resend_to(cert, mailrc, run, {"gone@example.org": reply})
     # A temporary refusal is EX_TEMPFAIL, as for a send.
     assert result.code == code, result.err
     assert reply in result.err
@@ -161,14 +169,9 @@ def test_resend_reports_a_permanent_refusal_over_a_temporary_one(
     mailrc(recipe(free_port()))
     for name in order:
         assert send(run, to=f"{name}@example.org").code == 75
-    handler = Recorder(rcpt_replies={"perm@example.org": "550 5.1.1 no such",
-                                     "temp@example.org": "450 4.2.0 busy"})
-    srv = start_server(cert=cert, handler=handler)
-    try:
-        mailrc(recipe(srv.port))
-        result = run("--resend")
-    finally:
-        srv.stop()
+    result, _ = resend_to(cert, mailrc, run,
+                          {"perm@example.org": "550 5.1.1 no such",
+                           "temp@example.org": "450 4.2.0 busy"})
     assert result.code == 69, result.err
 
 

@@ -10,12 +10,13 @@ Also where a message read once (from stdin) is held: see spooled().
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import stat
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
@@ -152,6 +153,29 @@ def sync_directory(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def try_lock(path: Path, *, optional: bool = False) -> Iterator[bool]:
+    """Hold an exclusive flock on the file path (made 0600 if missing);
+    yields False, at once, when another process holds it. Optional, a lock
+    file that cannot be made holds nothing (yields True)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        if not optional:
+            raise
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 

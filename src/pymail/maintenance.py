@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from pymail.errors import (
     graver,
     is_temporary,
 )
-from pymail.files import open_regular, spooled
+from pymail.files import open_regular, spooled, try_lock
 from pymail.relay import Connection, Envelope
 from pymail.settings import Settings
 from pymail.spool import Flush, Spool
@@ -168,22 +167,9 @@ def _resending(path: Path) -> Iterator[bool]:
     left in place); yields False when another run holds it. Appenders
     take another lock (see deadletter.append_private): they never wait
     for this one. Where no lock file can be made, nothing is held."""
-    lock = path.with_name(f".{path.name}.resend-lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        log.info("no lock for %s: %s", path, exc.strerror or exc)
-        yield True
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    with try_lock(path.with_name(f".{path.name}.resend-lock"),
+                  optional=True) as ours:
+        yield ours
 
 
 def _prepared(settings: Settings, kept: deadletter.Kept,

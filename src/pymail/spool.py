@@ -10,7 +10,6 @@ flush takes the credentials from the configuration.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -30,7 +29,7 @@ from pymail.errors import (
     PymailError,
     is_temporary,
 )
-from pymail.files import sync_directory, write_all
+from pymail.files import sync_directory, try_lock, write_all
 from pymail.relay import Connection, Envelope, Outcome
 from pymail.settings import Settings
 
@@ -173,16 +172,8 @@ class Spool:
     def locked(self) -> Iterator[bool]:
         """Hold the flush lock; yields False when another flush holds it."""
         self._prepare()
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+        with try_lock(self.directory / ".lock") as ours:
+            yield ours
 
 
 @dataclass
