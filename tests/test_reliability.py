@@ -538,6 +538,38 @@ def test_queue_commands_with_the_queue_off(mailrc, run):
     assert "pymail-queue" in result.err
 
 
+def test_a_bug_during_a_flush_keeps_the_queue_draining(server, mailrc, run,
+                                                      queue_dir, monkeypatch):
+    mailrc(queue_rc(free_port(), queue_dir))
+    assert send(run, to="first@example.org").code == 0
+    assert send(run, to="second@example.org").code == 0
+    ids = [e["id"] for e in sorted(queued(queue_dir),
+                                   key=lambda e: e["created"])]
+    mailrc(queue_rc(server.port, queue_dir))
+    from pymail.relay import Connection
+    real = Connection.send
+    calls = []
+
+    def first_one_breaks(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # pymail's own code failing, simulated: no such bug is known.
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Connection, "send", first_one_breaks)
+    result = run("--flush", *ids)
+    assert result.code == 70
+    assert "internal error while sending (RuntimeError)" in result.err
+    # The other message went; the one that met the bug is still queued.
+    assert [m.rcpt_tos for m in server.messages] == [["second@example.org"]]
+    [left] = queued(queue_dir)
+    assert left["recipients"] == ["first@example.org"]
+    assert "internal error" in left["last_error"]
+    assert run("--flush", ids[0]).code == 0
+    assert [m.rcpt_tos for m in server.messages] == [["second@example.org"],
+                                                     ["first@example.org"]]
+
+
 def test_two_flushes_never_send_twice(server, mailrc, run, queue_dir):
     mailrc(queue_rc(free_port(), queue_dir))
     assert send(run).code == 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from pymail import deadletter, logs
 from pymail.errors import (
     EX_NOINPUT,
+    EX_SOFTWARE,
     DeadLetterError,
     NoInputError,
     PymailError,
@@ -283,17 +284,40 @@ class Flush:
         except PymailError as error:
             self._settle(entry, error)
             return
+        except Exception as exc:
+            self._bug(connection, [entry], exc)
+            return
         self._settle(entry, outcome)
 
     def _send_batch(self, connection: Connection, batch: list[Entry]) -> None:
         """Small messages in one write, their replies read after (see
         Connection.send_batch): one round trip for the lot."""
-        results = connection.send_batch([
-            (Envelope(e.sender, e.recipients, e.utf8, e.eight_bit),
-             self.spool.chunks(e),
-             self.spool.size(e)) for e in batch])
+        try:
+            results = connection.send_batch([
+                (Envelope(e.sender, e.recipients, e.utf8, e.eight_bit),
+                 self.spool.chunks(e),
+                 self.spool.size(e)) for e in batch])
+        except PymailError:
+            raise
+        except Exception as exc:
+            self._bug(connection, batch, exc)
+            return
         for entry, result in zip(batch, results, strict=True):
             self._settle(entry, result)
+
+    def _bug(self, connection: Connection, entries: list[Entry],
+             exc: Exception) -> None:
+        """A bug of pymail's while sending: the messages stay queued (a
+        bug must not wedge the queue or lose them), the connection, in an
+        unknown state, is dropped, and the flush goes on."""
+        connection.close_quietly()
+        error = f"internal error while sending ({type(exc).__name__})"
+        print(f"pymail: flush: {error} (run with --debug for details)",
+              file=sys.stderr)
+        log.debug("details", exc_info=exc)
+        for entry in entries:
+            self._defer(entry, error)
+        self.report.failure = EX_SOFTWARE
 
     def _settle(self, entry: Entry, result: Outcome | PymailError) -> None:
         """Remove, defer or keep in dead.letter, by what the relay said."""
