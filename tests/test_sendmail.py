@@ -143,6 +143,25 @@ def test_t_removes_bcc_and_adds_recipients(server, mailrc, sendmail):
     assert b"\r\nBcc:" not in received.data
 
 
+def test_t_every_to_cc_and_bcc_header_counts(server, mailrc, sendmail):
+    # RFC 5322 wants one of each, but scripts write two; Postfix's and
+    # s-nail's -t take the addresses of all of them.
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nCc: b@example.org\nTo: c@example.org\n"
+               b"Bcc: h1@example.org\nCc: d@example.org\nBcc: h2@example.org"
+               b"\nSubject: t\n\nbody\n")
+    result = sendmail("-t", "-i", input=message)
+    assert result.code == 0, result.err
+    received = server.messages[0]
+    assert sorted(received.rcpt_tos) == [
+        "a@example.org", "b@example.org", "c@example.org", "d@example.org",
+        "h1@example.org", "h2@example.org"]
+    headers = parsed(received.data)
+    assert headers.get_all("To") == ["a@example.org, c@example.org"]
+    assert headers.get_all("Cc") == ["b@example.org, d@example.org"]
+    assert b"h1@" not in received.data and b"h2@" not in received.data
+
+
 def test_t_resent_bcc_is_never_written(server, mailrc, sendmail):
     mailrc(root_rc(server.port))
     message = (b"To: a@example.org\nResent-Bcc: hidden@example.org\n"

@@ -231,9 +231,15 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
     # Without -t the headers are only shown: a name that resolves to no
     # address (`To: root`) is left out of them rather than stop the mail.
     strict = options.read_recipients
-    to = _addresses(first.get("to"), aliases, catchall, "To", strict)
-    cc = _addresses(first.get("cc"), aliases, catchall, "Cc", strict)
-    bcc = _addresses(first.get("bcc"), aliases, catchall, "Bcc", strict)
+    def every(field: str) -> list[Mailbox]:
+        """The addresses of every header of this name, not only the first."""
+        found: list[Mailbox] = []
+        for name, value in headers:
+            if name.lower() == field.lower():
+                found += _addresses(value, aliases, catchall, field, strict)
+        return found
+
+    to, cc, bcc = every("To"), every("Cc"), every("Bcc")
     listed = expand(parse_list(options.recipients, "the recipients"),
                     aliases, "the recipients", catchall)
     recipients = unique(listed + (to + cc + bcc if options.read_recipients
