@@ -291,14 +291,24 @@ def test_resend_leaves_an_entry_whose_envelope_line_is_too_long(
 
 def test_unbuilt_t_message_keeps_its_own_headers(server, mailrc, run, home):
     mailrc(recipe(server.port))
-    message = b"To: root\nSubject: from -t\nX-Job: nightly\n\nthe body\n"
-    assert run("-t", input=message).code == 65
+    message = (b"To: root\nCc: boss@example.org\nSubject: from -t\n"
+               b"X-Job: nightly\n\nthe body\n")
+    # Addresses given beside -t go into the headers too, before the body's.
+    assert run("-t", "-c", "cc@example.org", "-b", "bcc@example.org",
+               "extra@example.org", input=message).code == 65
     mailrc(recipe(server.port, extra="alias root ops@example.org\n"))
     resent = run("--resend")
     assert resent.code == 0, resent.err
     [got] = server.messages
-    assert got.rcpt_tos == ["ops@example.org"]
+    assert sorted(got.rcpt_tos) == [
+        "bcc@example.org", "boss@example.org", "cc@example.org",
+        "extra@example.org", "ops@example.org"]
     parsed = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == [
+        "extra@example.org", "ops@example.org"]
+    assert [a.addr_spec for a in parsed["Cc"].addresses] == [
+        "cc@example.org", "boss@example.org"]
+    assert b"bcc@example.org" not in got.data
     assert parsed["Subject"] == "from -t" and parsed["X-Job"] == "nightly"
     assert parsed.get_content().strip() == "the body"
 

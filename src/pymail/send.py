@@ -356,10 +356,10 @@ def fallback_entry(request: Request, body: bytes) -> bytes:
     head = []
     if request.from_:
         head.append(f"From: {clean_subject(request.from_)}")
-    if not request.read_headers:
-        head += [f"{name}: {clean_subject(', '.join(given))}"
-                 for name, given in (("To", request.to), ("Cc", request.cc))
-                 if given]
+    # With -t these go before the body's own To and Cc, which add to them.
+    head += [f"{name}: {clean_subject(', '.join(given))}"
+             for name, given in (("To", request.to), ("Cc", request.cc))
+             if given]
     if request.subject or not request.read_headers:
         head.append(f"Subject: {clean_subject(request.subject or '')}")
     head += [clean_subject(field) for field in request.custom_headers]
