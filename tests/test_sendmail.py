@@ -574,3 +574,51 @@ def test_t_stray_characters_keep_the_header_block(server, mailrc, sendmail,
                                  "hidden@example.org"]
     assert b"hidden@example.org" not in received.data
     assert parsed(received.data)["Subject"] == "disk full"
+
+
+# Headers the email package chokes on: a clear error, the message kept.
+HOSTILE_HEADERS = [
+    (b"From: ,\n", "holds no address"),
+    (b"From: =?utf-8?b? a@[\n", "invalid address"),
+    (b"Cc: undisclosed-recipients:; =?utf-8?q?x?=\n", "invalid address"),
+]
+
+
+@pytest.mark.parametrize("header, said", HOSTILE_HEADERS)
+@pytest.mark.parametrize("t", [False, True])
+def test_hostile_headers_never_cost_the_message(server, mailrc, sendmail, home,
+                                                header, said, t):
+    mailrc(root_rc(server.port))
+    message = b"To: a@example.org\n" + header + b"Subject: s\n\ncron output\n"
+    args = ["-t", "-i"] if t else ["-i", "a@example.org"]
+    result = sendmail(*args, input=message)
+    assert result.code != 70, result.err
+    if t or b"From" in header:
+        assert said in result.err and result.code == 65
+        assert b"cron output" in (home / "dead.letter").read_bytes()
+    else:  # without -t, a Cc header is only shown
+        assert result.code == 0, result.err
+        assert b"cron output" in server.messages[0].data
+
+
+def test_a_bug_while_building_keeps_the_message(server, mailrc, sendmail, home,
+                                                monkeypatch):
+    # No such bug is known: simulated by a broken Message.
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr("pymail.sendmail.Message", broken)
+    mailrc(root_rc(server.port))
+    result = sendmail("-i", "a@example.org", input=b"Subject: s\n\nkeep me\n")
+    assert result.code == 70
+    assert "internal error while building the message (RuntimeError)" in \
+        result.err
+    assert b"keep me" in (home / "dead.letter").read_bytes()
+
+
+def test_a_charset_name_holding_a_nul_is_unknown(server, mailrc, sendmail):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: s\nContent-Type: text/plain; "
+               b'charset="=?utf-8?q?a=00b?="\n\ncron output\n')
+    result = sendmail("-t", "-i", input=message)
+    assert result.code == 0, result.err
+    assert b"cron output" in server.messages[0].data

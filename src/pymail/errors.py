@@ -95,3 +95,12 @@ def graver(first: int, second: int) -> int:
     def rank(code: int) -> int:
         return 0 if code == EX_OK else 1 if code == EX_TEMPFAIL else 2
     return second if rank(second) > rank(first) else first
+
+
+def internal_error(doing: str, exc: Exception) -> PymailError:
+    """A bug of pymail's met while `doing` something, as a failure that
+    keeps the message like any other (exit 70)."""
+    error = PymailError(f"internal error while {doing} ({type(exc).__name__})",
+                        hint="run with --debug for details")
+    error.__cause__ = exc
+    return error

@@ -75,7 +75,7 @@ def usable_charset(name: str | None) -> str | None:
         return None
     try:
         codec = codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
     if codec in ("ascii", "utf-8"):
         return None
@@ -651,5 +651,5 @@ def decoded_header(name: str, value: str) -> str:
         return value
     try:
         return str(email_policy.default.header_factory(name, value))
-    except (ValueError, IndexError, TypeError):
-        return value
+    except Exception:  # noqa: BLE001 - the parser fails in many ways (see
+        return value   # Message._set): the value is then taken as it is

@@ -17,7 +17,13 @@ from pathlib import Path
 from pymail import deadletter, logs, progress
 from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
-from pymail.errors import ConfigError, NoInputError, PymailError, UsageError
+from pymail.errors import (
+    ConfigError,
+    NoInputError,
+    PymailError,
+    UsageError,
+    internal_error,
+)
 from pymail.files import read_regular
 from pymail.message import (
     OWN_HEADERS,
@@ -107,6 +113,10 @@ def send_request(request: Request) -> int:
     except PymailError as error:
         close_all(attachments)
         return keep_unbuilt(error, dead, request, body)
+    except Exception as exc:  # a bug of pymail's: the message is kept
+        close_all(attachments)
+        return keep_unbuilt(internal_error("building the message", exc), dead,
+                            request, body)
     try:
         envelope = Envelope(envelope_sender, recipients, utf8=message.utf8)
         return transmit(settings, envelope, message)
@@ -131,11 +141,7 @@ def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
         return settle_failure(settings, error, sent)
     except Exception as exc:
         # A bug of pymail's must not cost the message: keep it, then say so.
-        failure = PymailError(f"internal error while sending "
-                              f"({type(exc).__name__})",
-                              hint="run with --debug for details")
-        failure.__cause__ = exc
-        return settle_failure(settings, failure, sent)
+        return settle_failure(settings, internal_error("sending", exc), sent)
     if outcome.reply:
         record(settings, envelope.sender, message)
     return settle_outcome(settings, outcome, sent)

@@ -25,6 +25,7 @@ from pymail.errors import (
     DataError,
     PymailError,
     UsageError,
+    internal_error,
 )
 from pymail.files import spooled, stdout_gone, steady_streams
 from pymail.lines import BLOCK, blocks, line_pieces
@@ -186,7 +187,9 @@ def send(settings: Settings, options: Options, data: BinaryIO) -> int:
 
     try:
         message, envelope = rebuild(settings, options, data, charsets(settings))
-    except PymailError as error:
+    except Exception as exc:  # a bug of pymail's too: the message is kept
+        error = exc if isinstance(exc, PymailError) else \
+            internal_error("building the message", exc)
         return fail(error, settings.dead_letter(), options.sender or "",
                     partial(blocks, data), recipients=options.recipients,
                     rebuild="t" if options.read_recipients else "1")
@@ -245,7 +248,9 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
     recipients = unique(listed + (to + cc + bcc if options.read_recipients
                                   else []))
     if not recipients:
-        raise UsageError("no recipients: none given, and no -t")
+        raise UsageError("no recipients: none given, none in the headers"
+                         if options.read_recipients else
+                         "no recipients: none given, and no -t")
     sender = author(settings, first.get("from"), options)
     envelope_sender = sender.addr
     if options.sender and "@" in options.sender:
@@ -304,7 +309,10 @@ def author(settings: Settings, header: str | None,
     configured = configured_from(settings)
     mailbox = None
     if header:
-        mailbox = parse_list([header], "the From header")[0]
+        mailboxes = parse_list([header], "the From header")
+        if not mailboxes:
+            raise DataError(f"the From header {header!r} holds no address")
+        mailbox = mailboxes[0]
     elif options.sender:
         mailbox = parse_mailbox(options.sender, "-f")
     # -F names the sender only when the message has no From of its own.
