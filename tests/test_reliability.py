@@ -4,6 +4,7 @@ All against real servers on 127.0.0.1 that fail on purpose."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -11,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import Result, recipe
+from pymail import maintenance
 from servers import (
     PASSWORD,
     RawServer,
@@ -173,6 +176,74 @@ def test_resend_reports_a_permanent_refusal_over_a_temporary_one(
                           {"perm@example.org": "550 5.1.1 no such",
                            "temp@example.org": "450 4.2.0 busy"})
     assert result.code == 69, result.err
+
+
+def test_a_bug_with_one_kept_message_leaves_it_and_resends_the_rest(
+        server, mailrc, run, home, monkeypatch):
+    mailrc(recipe(free_port()))
+    for name in ("one", "two", "three"):
+        assert send(run, to=f"{name}@example.org").code == 75
+    prepared = maintenance._prepared
+
+    def buggy(settings: Any, kept: Any, opened: Any) -> Any:
+        if kept.recipients == ["two@example.org"]:
+            raise RuntimeError("a bug")
+        return prepared(settings, kept, opened)
+    monkeypatch.setattr(maintenance, "_prepared", buggy)
+    mailrc(recipe(server.port))
+    result = run("--resend")
+    assert result.code == 70
+    assert "internal error while resending (RuntimeError)" in result.err
+    assert [m.rcpt_tos for m in server.messages] == [["one@example.org"],
+                                                     ["three@example.org"]]
+    left = (home / "dead.letter").read_bytes()
+    assert left.count(b"\nFrom ") == 0 and b"<two@example.org>" in left
+
+
+class StallAtMail(Recorder):
+    """Takes `after` messages, then stalls at the next one's MAIL (setting
+    `stalled`, the test's cue to interrupt the client)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.stalled = threading.Event()
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any,
+                          address: str, options: list[str]) -> str:
+        if len(self.messages) == self.after:
+            self.stalled.set()
+            await asyncio.sleep(30)
+        return await super().handle_MAIL(server, session, envelope, address,
+                                         options)
+
+
+def test_resend_interrupted_removes_what_it_delivered(cert, mailrc, run, home,
+                                                      tmp_path):
+    rc = mailrc(recipe(free_port()))
+    for n in range(5):
+        assert send(run, to=f"m{n}@example.org").code == 75
+    handler = StallAtMail(after=2)
+    srv = start_server(cert=cert, handler=handler)
+    rc.write_text(recipe(srv.port))
+    env = {**os.environ, "MAILRC": str(rc), "HOME": str(home)}
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pymail", "--resend"],
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)
+        assert handler.stalled.wait(20)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        srv.stop()
+    assert proc.returncode == 75, err
+    assert b"interrupted by SIGTERM" in err
+    left = (home / "dead.letter").read_bytes()
+    assert [m.rcpt_tos for m in handler.messages] == [["m0@example.org"],
+                                                      ["m1@example.org"]]
+    assert b"<m0@" not in left and b"<m1@" not in left
+    assert all(f"<m{n}@".encode() in left for n in (2, 3, 4))
 
 
 def test_unbuilt_message_keeps_attachments_and_headers(server, mailrc, run,
@@ -668,6 +739,23 @@ def test_a_trickling_server_meets_the_deadline(cert, mailrc, run, home):
     srv = StreamServer(cert, trickle)
     mailrc(recipe(srv.port, extra="set pymail-deadline=2\n"
                   "set socket-connect-timeout=5\n"))
+    started = time.monotonic()
+    result = send(run)
+    srv.stop()
+    assert result.code == 75
+    assert "longer than 2s" in result.err
+    assert time.monotonic() - started < 10
+    assert BODY in (home / "dead.letter").read_bytes()
+
+
+def test_the_deadline_at_a_stalled_mail_reply_sends_nothing_more(
+        cert, mailrc, run, home):
+    # Stopped mid-command, pymail hangs up: an RSET would wait behind the
+    # stalled reply until the socket timed out.
+    handler = StallAtMail(after=0)
+    srv = start_server(cert=cert, handler=handler)
+    mailrc(recipe(srv.port, extra="set pymail-deadline=2\n"
+                  "set socket-connect-timeout=20\n"))
     started = time.monotonic()
     result = send(run)
     srv.stop()

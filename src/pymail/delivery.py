@@ -19,9 +19,10 @@ from types import FrameType
 from pymail import deadletter, logs, notices
 from pymail.errors import (
     EX_OK,
+    Interrupted,
     NoInputError,
     PymailError,
-    TemporaryFailure,
+    Stopped,
     is_temporary,
 )
 from pymail.relay import Envelope, Outcome
@@ -30,10 +31,6 @@ from pymail.settings import Settings
 log = logs.Logger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class Interrupted(TemporaryFailure):
-    """A signal stopped the delivery; the message is kept."""
 
 
 class Sent:
@@ -147,27 +144,42 @@ def journal(settings: Settings, sent: Sent, result: str, code: int,
 
 @contextmanager
 def bounded(deadline: float) -> Iterator[None]:
-    """Raise TemporaryFailure when the deadline passes or a signal comes."""
+    """Raise Stopped when the deadline passes or a signal comes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(number: int, frame: FrameType | None) -> None:
+        raise Stopped(f"delivery took longer than {deadline:g}s",
+                               hint="a slow or stuck relay; pymail-deadline "
+                               "sets the limit")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        with interruptible("the message was not sent"):
+            yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def interruptible(then: str) -> Iterator[None]:
+    """Raise Interrupted (saying `then`) when SIGTERM, SIGINT or SIGHUP
+    comes, so that the caller can settle what it was doing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_signal(number: int, frame: FrameType | None) -> None:
         raise Interrupted(f"interrupted by {signal.Signals(number).name}; "
-                          "the message was not sent")
-
-    def on_alarm(number: int, frame: FrameType | None) -> None:
-        raise TemporaryFailure(f"delivery took longer than {deadline:g}s",
-                               hint="a slow or stuck relay; pymail-deadline "
-                               "sets the limit")
+                          f"{then}")
 
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
-    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, deadline)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         for number, handler in previous.items():
             signal.signal(number, handler)
 

@@ -76,6 +76,15 @@ class TemporaryFailure(DeliveryError):
     code = EX_TEMPFAIL
 
 
+class Stopped(TemporaryFailure):
+    """The attempt was stopped from outside (the deadline, a signal) at
+    whatever point it had reached: the connection is in an unknown state."""
+
+
+class Interrupted(Stopped):
+    """A signal stopped the attempt; what it was sending is kept."""
+
+
 class ProtocolFailure(DeliveryError):
     code = EX_PROTOCOL
 

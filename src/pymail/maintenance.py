@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pymail import deadletter, logs
+from pymail.delivery import held_signals, interruptible
 from pymail.errors import (
     EX_CANTCREAT,
     EX_DATAERR,
@@ -21,10 +22,12 @@ from pymail.errors import (
     EX_UNAVAILABLE,
     ConfigError,
     DeadLetterError,
+    Interrupted,
     NoInputError,
     PymailError,
     TemporaryFailure,
     graver,
+    internal_error,
     is_temporary,
 )
 from pymail.files import open_regular, spooled, try_lock
@@ -135,6 +138,11 @@ class Relays:
         for connection in self.connections.values():
             connection.close()
 
+    def drop(self) -> None:
+        """Hang up without another command (see Connection.close_quietly)."""
+        for connection in self.connections.values():
+            connection.close_quietly()
+
 
 def resend(settings: Settings, files: list[str],
            settings_for: Callable[[str | None], Settings] | None = None
@@ -147,15 +155,20 @@ def resend(settings: Settings, files: list[str],
     code = EX_OK
     relays = Relays(settings, settings_for)
     try:
-        for path in paths:
-            with _resending(path) as ours:
-                if not ours:
-                    print(f"pymail: {path}: another --resend is sending from "
-                          "it; try again when it has finished",
-                          file=sys.stderr)
-                    code = graver(code, EX_TEMPFAIL)
-                    continue
-                code = graver(code, _resend_file(relays, path))
+        with interruptible("what was not resent stays kept"):
+            for path in paths:
+                with _resending(path) as ours:
+                    if not ours:
+                        print(f"pymail: {path}: another --resend is sending "
+                              "from it; try again when it has finished",
+                              file=sys.stderr)
+                        code = graver(code, EX_TEMPFAIL)
+                        continue
+                    code = graver(code, _resend_file(relays, path))
+    except Interrupted as error:
+        relays.drop()  # in the middle of a message, perhaps
+        print(f"pymail: {error.line()}", file=sys.stderr)
+        return graver(code, error.code)
     finally:
         relays.close()
     return code
@@ -217,35 +230,14 @@ def _resend_file(relays: Relays, path: Path) -> int:
             raise NoInputError(f"cannot read {path}: "
                                f"{exc.strerror or exc}") from exc
         done: list[tuple[int, str]] = []
-        code = EX_OK
-        skipped = 0
-        # Attachments are read by the paths the file names: only from a
-        # file of this user's (root resending /home/bob/dead.letter must
-        # not mail bob the files bob names).
-        owner = os.fstat(stream.fileno()).st_uid
-        for span in entries:
-            kept = deadletter.read_entry(stream, span)
-            if kept.attachments and owner != os.geteuid():
-                print(f"pymail: {path}: a message names attachments, and "
-                      "the file is another user's: left as it is",
-                      file=sys.stderr)
-                code = graver(code, EX_NOPERM)
-                continue
-            if kept.cut:
-                print(f"pymail: {path}: a message with an envelope line over "
-                      f"{deadletter.ENVELOPE_LINE} bytes was left as it is",
-                      file=sys.stderr)
-                code = graver(code, EX_DATAERR)
-                continue
-            if not kept.resendable:
-                skipped += 1
-                continue
-            sent, status = _resend(relays, path, kept)
-            code = graver(code, status)
-            if sent:
-                done.append(deadletter.fingerprint(stream, span))
-    if done:
-        deadletter.remove_entries(path, done)
+        try:
+            code, skipped = _resend_entries(relays, path, stream, entries,
+                                            done)
+        finally:
+            # Even when interrupted: what was delivered leaves the file.
+            if done:
+                with held_signals():
+                    deadletter.remove_entries(path, done)
     if skipped:
         print(f"pymail: {path}: {skipped} message(s) without a recorded "
               "envelope were left as they are", file=sys.stderr)
@@ -253,10 +245,49 @@ def _resend_file(relays: Relays, path: Path) -> int:
     return code
 
 
+def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
+                    entries: list[deadletter.Span],
+                    done: list[tuple[int, str]]) -> tuple[int, int]:
+    """Resend the entries, adding each one delivered to done; returns the
+    exit status and the number skipped for want of an envelope."""
+    code = EX_OK
+    skipped = 0
+    # Attachments are read by the paths the file names: only from a file
+    # of this user's (root resending /home/bob/dead.letter must not mail
+    # bob the files bob names).
+    owner = os.fstat(stream.fileno()).st_uid
+    for span in entries:
+        kept = deadletter.read_entry(stream, span)
+        if kept.attachments and owner != os.geteuid():
+            print(f"pymail: {path}: a message names attachments, and "
+                  "the file is another user's: left as it is",
+                  file=sys.stderr)
+            code = graver(code, EX_NOPERM)
+            continue
+        if kept.cut:
+            print(f"pymail: {path}: a message with an envelope line over "
+                  f"{deadletter.ENVELOPE_LINE} bytes was left as it is",
+                  file=sys.stderr)
+            code = graver(code, EX_DATAERR)
+            continue
+        if not kept.resendable:
+            skipped += 1
+            continue
+        # Hashed before sending: once the relay has the message, only the
+        # append below is left to do (a signal may come at any time).
+        mark = deadletter.fingerprint(stream, span)
+        sent, status = _resend(relays, path, kept)
+        code = graver(code, status)
+        if sent:
+            done.append(mark)
+    return code, skipped
+
+
 def _resend(relays: Relays, path: Path,
             kept: deadletter.Kept) -> tuple[bool, int]:
     """Send one kept message: (whether it leaves the file, exit status)."""
     opened: list[Attachment] = []
+    connection = None
     try:
         try:
             connection = relays.get(kept.account)
@@ -264,9 +295,21 @@ def _resend(relays: Relays, path: Path,
             if connection.session is None:
                 connection.open()
             outcome = connection.send(envelope, chunks())
+        except Interrupted:
+            raise  # the whole run stops (see resend)
         except PymailError as error:
             print(f"pymail: {path}: {error.line()}; kept", file=sys.stderr)
             return False, error.code
+        except Exception as exc:
+            # A bug of pymail's, perhaps with this message only: it stays,
+            # the connection (in an unknown state) is dropped, and the
+            # others are sent.
+            if connection is not None:
+                connection.close_quietly()
+            failure = internal_error("resending", exc)
+            print(f"pymail: {path}: {failure.line()}; kept", file=sys.stderr)
+            log.debug("details", exc_info=exc)
+            return False, failure.code
         if not outcome.refused:
             return True, EX_OK
         lines = "; ".join(e.line() for e in outcome.refused.values())
@@ -281,9 +324,10 @@ def _resend(relays: Relays, path: Path,
         # stderr when the file cannot take it); the entry leaves the file
         # either way, so that no one gets the message twice.
         try:
-            deadletter.keep(path, envelope.sender, chunks,
-                            recipients=list(outcome.refused), error=lines,
-                            account=kept.account)
+            with held_signals():
+                deadletter.keep(path, envelope.sender, chunks,
+                                recipients=list(outcome.refused),
+                                error=lines, account=kept.account)
         except DeadLetterError as error:
             print(f"pymail: {path}: {error.line()}", file=sys.stderr)
             return True, EX_CANTCREAT

@@ -27,6 +27,7 @@ from pymail.errors import (
     PermanentFailure,
     ProtocolFailure,
     PymailError,
+    Stopped,
     TemporaryFailure,
 )
 from pymail.notices import advise
@@ -687,6 +688,9 @@ class Connection:
         for the next message (a flush sends several)."""
         try:
             yield
+        except Stopped:
+            self.close_quietly()  # nothing more is said on it
+            raise
         except DeliveryError:
             if self.session is not None:
                 self._reset()
