@@ -468,6 +468,23 @@ def test_resend_uses_the_account_the_message_was_sent_with(
     assert not (home / "dead.letter").exists()
 
 
+def test_q_flushes_each_message_with_its_account(server, mailrc, run,
+                                                 sendmail, tmp_path, cert):
+    queue = f"set pymail-queue={tmp_path / 'queue'}\n"
+    mailrc(queue + accounts_rc(free_port(), free_port()))  # both away
+    assert run("-A", "work", "-s", "w", "ops@example.org",
+               input=b"via work\n").code == 0  # queued
+    default = start_server(cert=cert, auth=False)
+    try:
+        mailrc(queue + accounts_rc(default.port, server.port))
+        result = sendmail("-q")
+    finally:
+        default.stop()
+    assert result.code == 0, result.err
+    assert [b"via work" in m.data for m in server.messages] == [True]
+    assert default.messages == []
+
+
 def test_kept_before_it_was_built_can_be_resent(server, mailrc, sendmail, run,
                                                 home):
     # Cron mail for `root` before anyone set an alias: kept, unbuilt.

@@ -176,8 +176,13 @@ def run(program: str, args: list[str]) -> int:
     from pymail import maintenance
 
     if options.mode == "flush":
-        # sendmail -q runs the queue now, whatever the back-off.
-        return maintenance.flush(settings, [], everything=True)
+        # sendmail -q runs the queue now, whatever the back-off; a message
+        # queued with an account (pymail -A) goes with that account.
+        def settings_for(account: str | None) -> Settings:
+            return resolve_variables(read_system=True, assignments=[],
+                                     account=account)
+
+        return maintenance.flush(settings, [], settings_for, everything=True)
     return maintenance.list_queue(settings)
 
 
