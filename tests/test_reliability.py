@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,12 +277,17 @@ def test_unbuilt_message_keeps_attachments_and_headers(server, mailrc, run,
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
-def test_resend_reads_no_attachment_named_in_another_users_file(
-        server, mailrc, run, home, tmp_path):
+@pytest.mark.parametrize("option", ["-a", "-q"])
+def test_resend_reads_no_file_named_in_another_users_file(
+        server, mailrc, run, home, tmp_path, option):
     secret = tmp_path / "shadow"
-    secret.write_bytes(b"root:$6$secret\n")
+    if option == "-a":
+        secret.write_bytes(b"root:$6$secret\n")
+    # (-q's file is kept by name only when it could not be read.)
     mailrc(recipe(server.port))
-    assert run("-s", "x", "-a", str(secret), "root", input=b"hi\n").code == 65
+    assert run("-s", "x", option, str(secret), "root",
+               input=b"hi\n").code in (65, 66)
+    secret.write_bytes(b"root:$6$secret\n")
     # As if another user had written it, naming a file only root can read.
     theirs = tmp_path / "their.dead.letter"
     (home / "dead.letter").rename(theirs)
@@ -290,7 +297,7 @@ def test_resend_reads_no_attachment_named_in_another_users_file(
     assert result.code == 77, result.err
     assert "another user's" in result.err
     assert server.messages == []
-    assert b"X-Pymail-Attach: " in theirs.read_bytes()
+    assert str(secret).encode() in theirs.read_bytes()
 
 
 @pytest.mark.parametrize("t", [False, True])
@@ -342,6 +349,71 @@ def test_unbuilt_message_envelope_survives_as_given(server, mailrc, run, home,
     assert message["Subject"] == "磁盘告警"
     [attached] = [p for p in message.iter_attachments()]
     assert attached.get_payload(decode=True) == b"a,b\n"
+
+
+def without_date_and_ids(data: bytes) -> bytes:
+    """A message with what differs between two builds taken out."""
+    data = re.sub(rb"^(Date|Message-ID): .*\r\n", b"", data, flags=re.M)
+    for boundary in set(re.findall(rb'boundary="([^"]+)"', data)):
+        data = data.replace(boundary, b"BOUNDARY")
+    return data
+
+
+GZIPPED = gzip.compress(bytes(range(256)) * 8 + b"\r\n\n\r")
+
+
+@pytest.mark.parametrize("args, body", [
+    (["-s", "x", "-M", "application/gzip"], GZIPPED),
+    (["-s", "x", "-M", "application/json", "-a", "{report}"], b'{"a": 1}\n'),
+    (["-s", "x", "-r", "a1@example.com, a2@example.com"], b"hi\n"),
+    (["-s", "=?utf-8?b?SGk=?=", "-C", "X-Tag: =?utf-8?q?x?="], b"hi\n"),
+    (["-s", "x", "--", "-f", "bounces@example.com"], b"hi\n"),
+    (["-t"], b"To: root\nCc: cc@example.org\nBcc: b@example.org\n"
+     b"Subject: T\n\nbody\n"),
+    (["-t", "-q", "{quote}"], b"To: root\nSubject: T\n"),
+    (["-t"], b"To: root\nContent-Type: application/octet-stream\n\n" +
+     GZIPPED),
+], ids=["binary", "json-attached", "two-authors", "encoded-words",
+        "envelope-sender", "t", "t-quote-no-body", "t-binary"])
+def test_resent_unbuilt_message_is_the_one_a_direct_send_makes(
+        server, mailrc, run, home, tmp_path, args, body):
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"a,b\n")
+    quote = tmp_path / "quote.txt"
+    quote.write_bytes(b"quoted line\n")
+    args = [a.format(report=report, quote=quote) for a in args]
+    if "-t" not in args:
+        args.insert(args.index("--") if "--" in args else len(args), "root")
+    variables = ("set replyto=replies@example.org\nset ORGANIZATION=Ops\n"
+                 "set sender=relay@example.com\n")
+    with_alias = recipe(server.port, extra=variables +
+                        "alias root ops@example.org\n")
+    mailrc(with_alias)
+    assert run(*args, input=body).code == 0
+    mailrc(recipe(server.port, extra=variables))  # no alias: kept unbuilt
+    assert run(*args, input=body).code == 65
+    mailrc(with_alias)
+    resent = run("--resend")
+    assert resent.code == 0, resent.err
+    direct, again = server.messages
+    assert (again.mail_from, again.rcpt_tos) == (direct.mail_from,
+                                                 direct.rcpt_tos)
+    assert without_date_and_ids(again.data) == without_date_and_ids(direct.data)
+
+
+def test_resend_of_a_t_message_with_a_bad_C_leaks_no_bcc(server, mailrc, run,
+                                                        home):
+    mailrc(recipe(server.port))
+    message = (b"To: boss@example.org\nBcc: secret@example.org\n"
+               b"Subject: q\n\nnumbers\n")
+    assert run("-t", "-C", "Priority urgent", "cc@example.org",
+               input=message).code == 65
+    result = run("--resend")
+    # The mistake is still there: the message stays, and goes nowhere.
+    assert result.code == 65, result.err
+    assert "'Priority urgent' is not a `Field: value` header" in result.err
+    assert server.messages == []
+    assert b"secret@example.org" in (home / "dead.letter").read_bytes()
 
 
 def test_resend_leaves_an_entry_whose_envelope_line_is_too_long(

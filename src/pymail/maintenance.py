@@ -191,6 +191,13 @@ def _prepared(settings: Settings, kept: deadletter.Kept,
     """The envelope and bytes to send for a kept message; one kept before
     it was built is built now, as the sendmail entry builds messages, with
     its attachments (added to opened, for the caller to close)."""
+    if kept.rebuild and kept.rebuild.startswith("mailx "):
+        from pymail import unbuilt
+
+        message, envelope = unbuilt.build(settings, kept.rebuild,
+                                          kept.attachments, kept.account,
+                                          kept.message, opened)
+        return envelope, message.chunks
     if kept.rebuild:
         from pymail.message import Attachment
         from pymail.send import charsets
@@ -258,8 +265,8 @@ def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
     owner = os.fstat(stream.fileno()).st_uid
     for span in entries:
         kept = deadletter.read_entry(stream, span)
-        if kept.attachments and owner != os.geteuid():
-            print(f"pymail: {path}: a message names attachments, and "
+        if _reads_files(kept) and owner != os.geteuid():
+            print(f"pymail: {path}: a message names files to read, and "
                   "the file is another user's: left as it is",
                   file=sys.stderr)
             code = graver(code, EX_NOPERM)
@@ -281,6 +288,16 @@ def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
         if sent:
             done.append(mark)
     return code, skipped
+
+
+def _reads_files(kept: deadletter.Kept) -> bool:
+    """Whether building the message reads files by the paths it names
+    (attachments, -q's file)."""
+    if kept.rebuild and kept.rebuild.startswith("mailx "):
+        from pymail import unbuilt
+
+        return unbuilt.reads_files(kept.rebuild, kept.attachments)
+    return bool(kept.attachments)
 
 
 def _resend(relays: Relays, path: Path,

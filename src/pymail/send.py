@@ -7,10 +7,8 @@ before it is reported, so nothing a script pipes into pymail is lost.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +29,6 @@ from pymail.message import (
     Draft,
     Message,
     check_field,
-    clean_subject,
     decode_text,
     locale_charset,
     split_header_block,
@@ -44,8 +41,6 @@ from pymail.settings import Settings, default_user, home_dir, resolve_variables
 
 log = logs.Logger(__name__)
 
-# Where -t input's header block ends.
-HEADERS_END = re.compile(rb"\r?\n\r?\n")
 # Names some files use that pymail accepts and explains under -v.
 NO_EFFECT = {
     "sendwait": "pymail always waits for the relay",
@@ -101,27 +96,40 @@ def send_request(request: Request) -> int:
         if request.skip_empty and not parsed.body:
             log.info("empty message not sent (-E)")
             return 0
-        fallbacks = charsets(settings)
-        for name in request.attach:
-            attachments.append(Attachment.open(name, fallbacks))
-        senders, envelope_sender = senders_of(request, parsed, settings)
-        draft, recipients = make_draft(parsed, settings, senders, attachments)
-        if not recipients:
-            # `mail -s x "$UNSET"`: nothing to send to, and nothing lost.
-            raise UsageError("no recipients (an empty address was given)")
-        message = Message(draft)
-    except PymailError as error:
+        message, envelope = compose(request, settings, parsed, attachments)
+    except Exception as exc:  # a bug of pymail's too: the message is kept
         close_all(attachments)
-        return keep_unbuilt(error, dead, request, body)
-    except Exception as exc:  # a bug of pymail's: the message is kept
-        close_all(attachments)
-        return keep_unbuilt(internal_error("building the message", exc), dead,
-                            request, body)
+        failure = exc if isinstance(exc, PymailError) else \
+            internal_error("building the message", exc)
+        return keep_unbuilt(failure, dead, request, body)
     try:
-        envelope = Envelope(envelope_sender, recipients, utf8=message.utf8)
         return transmit(settings, envelope, message)
     finally:
         close_all(attachments)
+
+
+def compose(request: Request, settings: Settings, parsed: Parsed,
+            attachments: list[Attachment]) -> tuple[Message, Envelope]:
+    """The message and its envelope; the attachments opened are added to
+    `attachments`, for the caller to close."""
+    fallbacks = charsets(settings)
+    for name in request.attach:
+        attachments.append(Attachment.open(name, fallbacks))
+    senders, envelope_sender = senders_of(request, parsed, settings)
+    draft, recipients = make_draft(parsed, settings, senders, attachments)
+    if not recipients:
+        # `mail -s x "$UNSET"`: nothing to send to, and nothing lost.
+        raise UsageError("no recipients (an empty address was given)")
+    message = Message(draft)
+    return message, Envelope(envelope_sender, recipients, utf8=message.utf8)
+
+
+def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
+                 body: bytes) -> int:
+    """Keep a message that could not be built (see pymail.unbuilt)."""
+    from pymail import unbuilt
+
+    return unbuilt.keep_unbuilt(error, dead, request, body)
 
 
 def transmit(settings: Settings, envelope: Envelope, message: Message) -> int:
@@ -351,55 +359,6 @@ def record(settings: Settings, sender: str, message: Message) -> None:
     except NoInputError as error:
         log.warning("delivered, but could not write record %s: %s", path,
                     error.line())
-
-
-def fallback_entry(request: Request, body: bytes) -> bytes:
-    """The message as given, when no real one could be built: -r, To, Cc,
-    Subject, -C and -M as headers (raw UTF-8, each on one line: --resend
-    encodes them when it builds the message), then -q's text if it can be
-    read, then the body. With -t the body begins with headers of its own:
-    those given on the command line go first, so that they win."""
-    head = []
-    if request.from_:
-        head.append(f"From: {clean_subject(request.from_)}")
-    # With -t these go before the body's own To and Cc, which add to them.
-    head += [f"{name}: {clean_subject(', '.join(given))}"
-             for name, given in (("To", request.to), ("Cc", request.cc))
-             if given]
-    if request.subject or not request.read_headers:
-        head.append(f"Subject: {clean_subject(request.subject or '')}")
-    head += [clean_subject(field) for field in request.custom_headers]
-    if request.body_type.lower() != "text/plain":
-        head.append(f"Content-Type: {clean_subject(request.body_type)}")
-    # Bytes the command line held that are not UTF-8 (a GBK subject) go as
-    # they came: --resend reads them with ttycharset and the locale's.
-    joined = "".join(line + "\n" for line in head)
-    try:
-        text = joined.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        text = joined.encode("utf-8", "replace")
-    quote = b""
-    if request.quote_file:
-        with suppress(PymailError):  # its error was shown; the file stays
-            quote = read_quote(request.quote_file)
-    if not request.read_headers:
-        return text + b"\n" + quote + body
-    end = HEADERS_END.search(body)
-    at = end.end() if end else 0
-    return text + body[:at] + quote + body[at:]
-
-
-def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
-                 body: bytes) -> int:
-    """Keep a message that could not be built, as given (see
-    fallback_entry), with its recipients and attachments recorded so that
-    --resend builds it once the cause is fixed."""
-    return fail(error, dead, request.envelope_sender or "",
-                lambda: [fallback_entry(request, body)],
-                recipients=[*request.to, *request.cc, *request.bcc],
-                rebuild="t" if request.read_headers else "1",
-                attachments=[os.path.abspath(a) for a in request.attach],
-                account=request.account)
 
 
 def default_dead_letter() -> Path:

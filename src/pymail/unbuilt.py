@@ -1,0 +1,173 @@
+"""Messages kept before pymail could build them (an unknown alias, a
+missing attachment, a broken mail.rc), and how --resend builds them later.
+
+The entry in dead.letter is readable mail: the command line's From, To,
+Cc, Subject, -C and -M as headers, then, after an empty line, stdin as it
+came (with -q's text put where pymail puts it). Its envelope records the
+command line itself, as JSON (see deadletter.REBUILD_HEADER), so that
+--resend builds the message exactly as the command would have once the
+cause is fixed: the same -t parsing, the same variables, the same
+encoding.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from pymail.errors import DataError, PymailError
+from pymail.message import Attachment, Message, clean_subject, split_header_block
+from pymail.relay import Envelope
+from pymail.request import Request
+from pymail.send import compose, fail, parse_input, read_quote
+from pymail.settings import Settings
+
+# What the rebuild line starts with for these entries (sendmail's are "1"
+# and "t"; see deadletter.REBUILD_HEADER).
+MARK = "mailx "
+# The Request fields the JSON holds (attachments and the account have
+# envelope lines of their own).
+FIELDS = ("to", "cc", "bcc", "subject", "from_", "envelope_sender",
+          "body_type", "quote_file", "custom_headers", "read_headers")
+
+
+def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
+                 body: bytes) -> int:
+    """Keep a message that could not be built, for --resend to build once
+    the cause is fixed; returns the exit status (see send.fail)."""
+    data, fields = _stored(request, body)
+    return fail(error, dead, request.envelope_sender or "",
+                lambda: [_readable_head(request, fields) + b"\n" + data],
+                recipients=[*request.to, *request.cc, *request.bcc],
+                rebuild=MARK + json.dumps(fields, separators=(",", ":")),
+                attachments=[os.path.abspath(a) for a in request.attach],
+                account=request.account)
+
+
+def _stored(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
+    """stdin as it is kept, and the JSON fields. -q's text goes in when it
+    can be read (a script may remove the file after); a body that is not
+    text goes as base64: dead.letter changes line ends."""
+    fields: dict[str, Any] = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in ((n, getattr(request, n)) for n in FIELDS)}
+    if request.quote_file:
+        fields["quote_file"] = os.path.abspath(request.quote_file)
+        with suppress(PymailError):  # its error was shown; the file stays
+            quote = read_quote(request.quote_file)
+            at = 0
+            if request.read_headers:
+                # After the -t headers, where pymail puts it.
+                _, rest = split_header_block(body, strict=False)
+                at = len(body) - len(rest)
+                if not _blank_ended(body[:at]):  # headers only, no body
+                    body += b"\n" if body.endswith(b"\n") else b"\n\n"
+                    at = len(body)
+            body = body[:at] + quote + body[at:]
+            fields["quote_file"] = None
+    text = request.body_type.lower().startswith("text/")
+    if text and request.read_headers:
+        with suppress(PymailError):
+            headers, _ = split_header_block(body, strict=False)
+            for name, value in headers:
+                if name.lower() == "content-type" and \
+                        request.body_type.lower() == "text/plain":
+                    text = value.strip().lower().startswith("text/")
+    fields["base64"] = not text
+    if not text:
+        body = binascii.b2a_base64(body)
+    return body, fields
+
+
+def _blank_ended(head: bytes) -> bool:
+    """Whether a -t header block ends with its empty line."""
+    lines = head.split(b"\n")
+    return len(lines) >= 2 and lines[-1] == b"" and lines[-2] in (b"", b"\r")
+
+
+def _readable_head(request: Request, fields: dict[str, Any]) -> bytes:
+    """The command line's headers, for whoever reads dead.letter (raw
+    UTF-8, each on one line; --resend does not read them)."""
+    head = []
+    if request.from_:
+        head.append(f"From: {clean_subject(request.from_)}")
+    head += [f"{name}: {clean_subject(', '.join(given))}"
+             for name, given in (("To", request.to), ("Cc", request.cc))
+             if given]
+    if request.subject or not request.read_headers:
+        head.append(f"Subject: {clean_subject(request.subject or '')}")
+    head += [clean_subject(field) for field in request.custom_headers]
+    if request.body_type.lower() != "text/plain":
+        head.append(f"Content-Type: {clean_subject(request.body_type)}")
+    if fields["base64"]:
+        head.append("Content-Transfer-Encoding: base64")
+    joined = "".join(line + "\n" for line in head)
+    # Bytes the command line held that are not UTF-8 (a GBK subject) go as
+    # they came.
+    try:
+        return joined.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return joined.encode("utf-8", "replace")
+
+
+def is_unbuilt(rebuild: str | None) -> bool:
+    return bool(rebuild and rebuild.startswith(MARK))
+
+
+def request_of(rebuild: str, attachments: list[str],
+               account: str | None) -> tuple[Request, bool]:
+    """The command line recorded, and whether stdin was kept as base64."""
+    try:
+        fields = json.loads(rebuild[len(MARK):])
+
+        def texts(name: str) -> tuple[str, ...]:
+            return tuple(str(value) for value in fields[name])
+
+        def text(name: str) -> str | None:
+            return None if fields[name] is None else str(fields[name])
+
+        request = Request(
+            texts("to"), cc=texts("cc"), bcc=texts("bcc"),
+            subject=text("subject"), from_=text("from_"),
+            envelope_sender=text("envelope_sender"),
+            quote_file=text("quote_file"),
+            custom_headers=texts("custom_headers"),
+            body_type=str(fields["body_type"]),
+            read_headers=bool(fields["read_headers"]),
+            attach=tuple(attachments), account=account)
+        return request, bool(fields["base64"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"the recorded command line cannot be read "
+                        f"({type(exc).__name__})") from exc
+
+
+def reads_files(rebuild: str, attachments: list[str]) -> bool:
+    """Whether building the message reads files by the paths it names."""
+    if attachments:
+        return True
+    try:
+        return bool(json.loads(rebuild[len(MARK):]).get("quote_file"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def build(settings: Settings, rebuild: str, attachments: list[str],
+          account: str | None, message: bytes,
+          opened: list[Attachment]) -> tuple[Message, Envelope]:
+    """The message as the command would have built it, from a kept entry's
+    text (CRLF line ends); attachments opened are added to opened."""
+    request, encoded = request_of(rebuild, attachments, account)
+    # Past the readable head, which may have no line at all (-t alone).
+    body = message[2:] if message.startswith(b"\r\n") else \
+        message.partition(b"\r\n\r\n")[2]
+    if encoded:
+        try:
+            body = binascii.a2b_base64(body)
+        except binascii.Error as exc:
+            raise DataError("the kept message's base64 is broken") from exc
+    parsed = parse_input(request, settings, body)
+    return compose(request, settings, parsed, opened)
