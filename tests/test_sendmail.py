@@ -639,3 +639,18 @@ def test_a_charset_name_holding_a_nul_is_unknown(server, mailrc, sendmail):
     result = sendmail("-t", "-i", input=message)
     assert result.code == 0, result.err
     assert b"cron output" in server.messages[0].data
+
+
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+def test_groups_give_their_members(server, mailrc, sendmail, run, entry):
+    mailrc(root_rc(server.port))
+    message = (b"To: undisclosed-recipients:;\nCc: team: a@example.org, "
+               b'"B, b" <b@example.org>;\nBcc: h@example.org\nSubject: s\n'
+               b"\nbody\n")
+    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
+        else run("-t", input=message)
+    assert result.code == 0, result.err
+    received = server.messages[0]
+    assert received.rcpt_tos == ["a@example.org", "b@example.org",
+                                 "h@example.org"]
+    assert parsed(received.data)["Cc"].addresses[1].display_name == "B, b"

@@ -39,14 +39,18 @@ class Mailbox(NamedTuple):
 
 
 def split_list(text: str) -> list[str]:
-    """Split at commas that are outside quotes, <...> and (...)."""
+    """Split at commas that are outside quotes, <...>, [...] and (...).
+    A group (RFC 5322: `friends: a@b, c@d;`, `undisclosed-recipients:;`)
+    gives its members: its name and the `;` that ends it go."""
     items: list[str] = []
     current: list[str] = []
     quote = False
     angle = 0
     paren = 0
+    bracket = False
     escaped = False
     for c in text:
+        outside = not (angle or paren or bracket)
         if escaped:
             escaped = False
         elif c == "\\":
@@ -63,9 +67,16 @@ def split_list(text: str) -> list[str]:
             paren += 1
         elif c == ")":
             paren = max(paren - 1, 0)
-        elif c == "," and not angle and not paren:
+        elif c == "[":
+            bracket = True
+        elif c == "]":
+            bracket = False
+        elif c in ",;" and outside:
             items.append("".join(current))
             current = []
+            continue
+        elif c == ":" and outside and "@" not in "".join(current):
+            current = []  # a group's name
             continue
         current.append(c)
     items.append("".join(current))
