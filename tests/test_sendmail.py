@@ -162,11 +162,14 @@ def test_t_every_to_cc_and_bcc_header_counts(server, mailrc, sendmail):
     assert b"h1@" not in received.data and b"h2@" not in received.data
 
 
-def test_t_resent_bcc_is_never_written(server, mailrc, sendmail):
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+def test_t_resent_bcc_is_never_written(server, mailrc, sendmail, run, entry):
     mailrc(root_rc(server.port))
     message = (b"To: a@example.org\nResent-Bcc: hidden@example.org\n"
                b"Subject: t\n\nbody\n")
-    assert sendmail("-t", "-i", input=message).code == 0
+    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
+        else run("-t", input=message)
+    assert result.code == 0, result.err
     assert b"hidden@example.org" not in server.messages[0].data
 
 

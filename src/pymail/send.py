@@ -245,7 +245,8 @@ def parse_input(request: Request, settings: Settings, body: bytes) -> Parsed:
 def read_header_block(parsed: Parsed, request: Request,
                       fallbacks: tuple[str, ...]) -> None:
     """-t: To, Cc and Bcc add recipients; Subject and From apply unless -s
-    or -r says otherwise; other headers are kept; Bcc is never written."""
+    or -r says otherwise; other headers are kept; Bcc and Resent-Bcc are
+    never written."""
     headers, parsed.body = split_header_block(parsed.body, fallbacks)
     for name, value in headers:
         key = name.lower()
@@ -260,7 +261,8 @@ def read_header_block(parsed: Parsed, request: Request,
         elif key == "content-type":
             if request.body_type == "text/plain":
                 parsed.body_type = value.partition(";")[0].strip()
-        elif key != "mime-version" and not key.startswith("content-"):
+        elif key not in ("mime-version", "resent-bcc") and \
+                not key.startswith("content-"):  # Resent-Bcc: as Bcc
             parsed.headers.append((name, value))
 
 
