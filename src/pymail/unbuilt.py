@@ -12,6 +12,7 @@ encoding.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import os
@@ -79,7 +80,7 @@ def _stored(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
                     text = value.strip().lower().startswith("text/")
     fields["base64"] = not text
     if not text:
-        body = binascii.b2a_base64(body)
+        body = base64.encodebytes(body)  # in lines of 76
     return body, fields
 
 
