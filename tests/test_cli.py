@@ -258,14 +258,14 @@ def test_n_skips_the_system_mail_rc(server: Server, run: Run, mailrc: MailRc,
                                     tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     system = tmp_path / "system-mail.rc"
-    # `mta` beats `smtp`, so only skipping this file lets the user's smtp win.
-    system.write_text(f"set mta=smtps://127.0.0.1:{free_port()}\n"
-                      f"set smtp=smtps://127.0.0.1:{free_port()}\n")
+    # A password for this host beats the user's plain smtp-auth-password,
+    # so only skipping this file lets the right one through.
+    system.write_text("set smtp-auth-password-127.0.0.1=wrong\n")
     monkeypatch.setattr(settings_module, "SYSTEM_RC", system)
     mailrc(recipe(server.port, extra=TIMEOUT))
 
     failed = run("-s", "with system", TO, input=BODY)
-    assert failed.code == 75, failed.err
+    assert failed.code == 77, failed.err
     assert server.messages == []
 
     result = run("-n", "-s", "without system", TO, input=BODY)

@@ -424,10 +424,20 @@ def test_smtp_use_starttls(value: str, starttls: bool) -> None:
     assert relay.implicit_tls is not starttls
 
 
-def test_mta_url_beats_smtp() -> None:
+def test_of_mta_and_smtp_the_one_set_last_wins() -> None:
+    relay = make(smtp="smtp.example", mta="smtps://mta.example").relay()
+    assert (relay.host, relay.where) == ("mta.example", "test:mta")
     relay = make(mta="smtps://mta.example", smtp="smtp.example").relay()
-    assert relay.host == "mta.example"
-    assert relay.where == "test:mta"
+    assert (relay.host, relay.where) == ("smtp.example", "test:smtp")
+    # An mta that names a program (s-nail's default) is no relay.
+    relay = make(smtp="smtp.example", mta="/usr/sbin/sendmail").relay()
+    assert relay.host == "smtp.example"
+
+
+def test_s_smtp_beats_a_files_mta(places: Places) -> None:
+    write(places.user_rc, "set mta=smtps://old.example:465\n")
+    relay = resolve("smtp=smtps://new.example:465").relay()
+    assert relay.host == "new.example"
 
 
 def test_smtp_use_starttls_applies_to_mta() -> None:
@@ -522,8 +532,14 @@ def test_auth_from_url() -> None:
 
 
 def test_auth_from_mta_url() -> None:
-    result = make(mta="submission://bob:pw@mta.example", smtp="smtps://x:y@h.example")
+    result = make(smtp="smtps://x:y@h.example", mta="submission://bob:pw@mta.example")
     assert result.auth()[1:] == ("bob", "pw")
+
+
+def test_auth_url_set_after_the_variables_beats_them() -> None:
+    result = make(smtp_auth_user="varuser", smtp_auth_password="varpw",
+                  smtp="smtps://urluser:urlpw@h.example")
+    assert result.auth()[1:] == ("urluser", "urlpw")
 
 
 def test_auth_variables_beat_url() -> None:

@@ -78,9 +78,10 @@ class RcState:
     def assign(self, name: str, value: str | None, where: str,
                source: str | None = None) -> None:
         """Set a variable, or unset it when value is None."""
-        if value is None:
-            self.variables.pop(name, None)
-        else:
+        # Popped first, so that the order of variables is the order of
+        # their last assignments (of smtp and mta, the later one counts).
+        self.variables.pop(name, None)
+        if value is not None:
             self.variables[name] = value
             if is_secret(name, value):
                 self.secrets.append((source or where, name))

@@ -822,7 +822,7 @@ def classify(exc: BaseException, relay: Relay, settings: Settings, *,
     if isinstance(cause, socket.gaierror):
         return HostNotFound(f"cannot find the relay host {relay.host}: "
                             f"{cause.strerror}", hint="check the host name "
-                            "in smtp=")
+                            f"in {relay.where}")
     if isinstance(cause, ssl.SSLCertVerificationError):
         return ProtocolFailure(
             f"the certificate of {where} is not trusted: "

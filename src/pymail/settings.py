@@ -120,16 +120,22 @@ class Settings:
 
     # What the relay needs ------------------------------------------------
 
+    def relay_variable(self) -> str | None:
+        """Which of `mta` (an SMTP URL) and `smtp` names the relay: the one
+        set last, so that -S and later files win whichever name they use."""
+        mta = self.text("mta")
+        names = [n for n in self.variables
+                 if (n == "mta" and mta and "://" in mta) or
+                 (n == "smtp" and self.text("smtp"))]
+        return names[-1] if names else None
+
     def relay(self) -> Relay:
         """The relay from `mta` (an SMTP URL) or `smtp`; exit 78 if neither."""
         mta = self.text("mta")
-        smtp = self.text("smtp")
-        if mta and "://" in mta:
-            relay = parse_url(mta, self.origin("mta"))
-        elif smtp:
-            relay = parse_url(smtp, self.origin("smtp"))
-        else:
-            relay = None
+        name = self.relay_variable()
+        relay = None
+        if name:
+            relay = parse_url(self.variables[name], self.origin(name))
         if relay is not None:
             if self.flag("smtp-use-starttls") and not relay.implicit_tls:
                 relay.starttls = True
@@ -152,26 +158,48 @@ class Settings:
             host: str | None = self.relay().host
         except ConfigError:
             host = None
+        # A login or password in the relay's URL and one in a variable: the
+        # one set last wins, as for any variable (-S beats the files).
+        url = self.relay_variable()
         url_user, url_password = self._url_credentials()
-        user = (self._variant("smtp-auth-user", None, host)
-                or self.text("user") or url_user)
+        named = self._variant_name("smtp-auth-user", None, host) or \
+            ("user" if self.text("user") else None)
+        user = url_user if url_user and self._newest(url, named) == url \
+            else self.get(named) if named else None
         mechanism = (self._variant("smtp-auth", user, host) or "").lower()
-        password = self._variant("smtp-auth-password", user, host, empty=True)
-        if password is None:
-            password = self.get("password")
-        if password is None:
-            password = url_password
+        named = self._variant_name("smtp-auth-password", user, host,
+                                   empty=True) or \
+            ("password" if self.flag("password") else None)
+        password = url_password if url_password is not None and \
+            self._newest(url, named) == url \
+            else self.get(named) if named else None
         return mechanism or None, user, password
+
+    def _newest(self, *names: str | None) -> str | None:
+        """Of the variables named (None: not set), the one set last."""
+        order = {name: i for i, name in enumerate(self.variables)}
+        found = [n for n in names if n is not None and n in order]
+        return max(found, key=order.__getitem__) if found else None
 
     def _variant(self, name: str, user: str | None, host: str | None, *,
                  empty: bool = False) -> str | None:
+        found = self._variant_name(name, user, host, empty=empty)
+        return self.get(found) if found else None
+
+    def _variant_name(self, name: str, user: str | None, host: str | None,
+                      *, empty: bool = False) -> str | None:
+        """The first of NAME-USER@HOST, NAME-HOST and NAME that is set (to
+        a non-empty value unless empty)."""
         names = []
         if user and host:
             names.append(f"{name}-{user}@{host}")
         if host:
             names.append(f"{name}-{host}")
         names.append(name)
-        return self.get(*names) if empty else self.text(*names)
+        for found in names:
+            if (self.get(found) if empty else self.text(found)) is not None:
+                return found
+        return None
 
     def command_password(self) -> str | None:
         """The standard output of `pymail-password-command`, run by the
@@ -202,15 +230,15 @@ class Settings:
         return password
 
     def _url_credentials(self) -> tuple[str | None, str | None]:
-        for name in ("mta", "smtp"):
-            value = self.text(name)
-            if value and "://" in value:
-                parts = urlsplit(value)
-                user = unquote(parts.username) if parts.username else None
-                password = (unquote(parts.password)
-                            if parts.password is not None else None)
-                return user, password
-        return None, None
+        name = self.relay_variable()
+        value = self.variables[name] if name else ""
+        if "://" not in value:
+            return None, None
+        parts = urlsplit(value)
+        user = unquote(parts.username) if parts.username else None
+        password = (unquote(parts.password) if parts.password is not None
+                    else None)
+        return user, password
 
     def for_relay(self, *names: str) -> tuple[str | None, str]:
         """(value, variable) of the first of names that is set, trying the
@@ -220,7 +248,7 @@ class Settings:
             host: str | None = self.relay().host
         except ConfigError:
             host = None
-        user = self.text("smtp-auth-user", "user")
+        _, user, _ = self.auth()
         suffixes = [f"-{user}@{host}"] if user and host else []
         suffixes += [f"-{host}"] if host else []
         for suffix in [*suffixes, ""]:
