@@ -180,6 +180,58 @@ def test_resend_reports_a_permanent_refusal_over_a_temporary_one(
     assert result.code == 69, result.err
 
 
+def test_resend_keeps_what_precedes_the_first_entry(server, mailrc, run,
+                                                    home):
+    # bsd-mailx and heirloom write dead.letter without a From_ line.
+    theirs = b"To: boss@example.org\nSubject: q3\n\nimportant text\n"
+    (home / "dead.letter").write_bytes(theirs)
+    mailrc(recipe(free_port()))
+    assert send(run).code == 75
+    mailrc(recipe(server.port))
+    result = run("--resend")
+    assert result.code == 0, result.err
+    assert len(server.messages) == 1
+    assert (home / "dead.letter").read_bytes() == theirs
+
+
+def test_resend_through_a_symbolic_link_empties_the_file(server, mailrc, run,
+                                                         home, tmp_path):
+    real = tmp_path / "real.dead"
+    real.write_bytes(b"")
+    (home / "dead.letter").symlink_to(real)
+    mailrc(recipe(free_port()))
+    assert send(run).code == 75
+    mailrc(recipe(server.port))
+    assert run("--resend").code == 0
+    assert (home / "dead.letter").is_symlink()
+    assert real.read_bytes() == b""  # emptied, and still there to keep mail
+    assert run("--resend", str(real)).code == 0
+    assert len(server.messages) == 1
+    missing = run("--resend", str(tmp_path / "typo"))
+    assert missing.code == 66  # named: it must exist
+    assert "typo: no such file" in missing.err
+
+
+def test_resend_that_cannot_rewrite_the_file_marks_what_it_sent(
+        cert, mailrc, run, home):
+    mailrc(recipe(free_port()))
+    for name in ("sent", "refused"):
+        assert send(run, to=f"{name}@example.org").code == 75
+    # The copy cannot be made (as on a full disk): in its place, a directory.
+    blocker = home / f".dead.letter.{os.getpid()}.tmp"
+    blocker.mkdir()
+    result, first = resend_to(cert, mailrc, run,
+                              {"refused@example.org": "550 5.1.1 no such"})
+    assert result.code == 69, result.err
+    assert "marked X-Pymail-Resent-Before" in result.err
+    blocker.rmdir()
+    again, second = resend_to(cert, mailrc, run, {})
+    assert again.code == 0, again.err
+    assert [m.rcpt_tos for m in first.messages + second.messages] == [
+        ["sent@example.org"], ["refused@example.org"]]
+    assert b"X-Pymail-Resent-Before: " in (home / "dead.letter").read_bytes()
+
+
 def test_a_bug_with_one_kept_message_leaves_it_and_resends_the_rest(
         server, mailrc, run, home, monkeypatch):
     mailrc(recipe(free_port()))

@@ -295,8 +295,8 @@ def test_removed_entries_are_found_by_content(tmp_path: Path) -> None:
     first = b"From a Thu Jan  1 00:00:00 2026\nSubject: one\n\n1\n\n"
     second = b"From b Thu Jan  1 00:00:00 2026\nSubject: two\n\n22\n\n"
     path = tmp_path / "dead.letter"
-    path.write_bytes(b"no entry before the first From_ line\n" + first + second
-                     + first)
+    prefix = b"To: x@example.org\n\nmail with no From_ line (bsd-mailx)\n"
+    path.write_bytes(prefix + first + second + first)
 
     def marks(*entries: bytes) -> list[tuple[int, str]]:
         stream = io.BytesIO(b"".join(entries))
@@ -304,10 +304,13 @@ def test_removed_entries_are_found_by_content(tmp_path: Path) -> None:
                 for span in deadletter.spans(stream)]
 
     deadletter.remove_entries(path, marks(first))
-    assert path.read_bytes() == second + first  # each is removed once
+    assert path.read_bytes() == prefix + second + first  # each removed once
     deadletter.remove_entries(path, marks(b"From c\nSubject: gone\n\n"))
-    assert path.read_bytes() == second + first
+    assert path.read_bytes() == prefix + second + first
     deadletter.remove_entries(path, marks(first, second))
+    assert path.read_bytes() == prefix  # what is not an entry stays
+    path.write_bytes(first)
+    deadletter.remove_entries(path, marks(first))
     assert not path.exists()
 
 

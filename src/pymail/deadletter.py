@@ -15,9 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from pymail import lines
+from pymail import lines, logs
 from pymail.errors import DeadLetterError
 from pymail.files import open_regular, to_stderr, write_all
+
+log = logs.Logger(__name__)
 
 FROM_LINE = re.compile(rb">*From ")
 FROM_AFTER_LF = re.compile(rb"\n(?=>*From )")
@@ -40,6 +42,9 @@ REBUILD_HEADER = b"X-Pymail-Rebuild: "
 # An attachment (its absolute path) of a message kept unbuilt: --resend
 # attaches the file as it is then.
 ATTACH_HEADER = b"X-Pymail-Attach: "
+# What the envelope's first line becomes in an entry resent that could not
+# be removed from its file (see remove_entries): as long as ENVELOPE_FROM.
+SENT_FROM = b"X-Pymail-Resent-Before: "
 # The account (-A) the message was sent with: --resend uses it too.
 ACCOUNT_HEADER = b"X-Pymail-Account: "
 # The most of a kept message read to find its header.
@@ -343,39 +348,85 @@ def fingerprint(stream: BinaryIO, span: Span) -> tuple[int, str]:
     return span.end - span.start, digest.hexdigest()
 
 
-def remove_entries(path: Path, done: list[tuple[int, str]]) -> None:
+def remove_entries(path: Path, done: list[tuple[int, str]], *,
+                   keep_file: bool = False) -> None:
     """Remove the entries with these fingerprints from path, under the lock
-    appenders take; entries appended meanwhile stay. An emptied file is
-    removed. The file is copied, never held whole."""
-    fd = os.open(path, os.O_RDWR)
+    appenders take; entries appended meanwhile stay, and so does whatever
+    comes before the first entry (mail another program left there). An
+    emptied file is removed (only emptied, with keep_file). The file is
+    copied, never held whole; when the copy cannot be written (a full
+    disk), the entries are marked as sent where they are instead, so that
+    no one gets them twice.
+
+    DeadLetterError when neither can be done."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return  # moved or removed meanwhile: nothing of it to remove
+    except OSError as exc:
+        raise _unremoved(path, len(done), exc) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with open(path, "rb") as stream:
             found = spans(stream)
-            left = _without(stream, found, Counter(done))
-            if len(left) == len(found):
+            left, sent = _without(stream, found, Counter(done))
+            if not sent:
                 return
-            if not left:
-                os.unlink(path)
-                return
-            _rewrite(path, stream, left)
+            if found and found[0].start:
+                left.insert(0, Span(0, found[0].start))
+            try:
+                if left:
+                    _rewrite(path, stream, left)
+                elif keep_file:
+                    os.ftruncate(fd, 0)
+                else:
+                    os.unlink(path)
+            except OSError as exc:
+                _mark_sent(fd, stream, sent, path, exc)
     finally:
         os.close(fd)
 
 
+def _mark_sent(fd: int, stream: BinaryIO, sent: list[Span], path: Path,
+               cause: OSError) -> None:
+    """Rename the envelope line of each entry sent (same length, written in
+    place: a full disk takes it), which leaves the entry without an
+    envelope: --resend leaves such entries alone."""
+    try:
+        for span in sent:
+            stream.seek(span.start)
+            at = span.start + _line_length(stream)
+            if stream.read(len(ENVELOPE_FROM)) == ENVELOPE_FROM:
+                os.pwrite(fd, SENT_FROM, at)
+    except OSError as exc:
+        raise _unremoved(path, len(sent), cause) from exc
+    log.warning("could not rewrite %s (%s): the %d message(s) resent stay "
+                "in it, marked %s", path, cause.strerror or cause, len(sent),
+                SENT_FROM.decode().strip())
+
+
+def _unremoved(path: Path, count: int, exc: OSError) -> DeadLetterError:
+    return DeadLetterError(
+        f"cannot remove the {count} message(s) resent from {path}: "
+        f"{exc.strerror or exc}",
+        hint="remove them by hand, or the next --resend sends them again")
+
+
 def _without(stream: BinaryIO, found: list[Span],
-             done: Counter[tuple[int, str]]) -> list[Span]:
-    """The spans whose entries are not among those done (each removed once)."""
+             done: Counter[tuple[int, str]]) -> tuple[list[Span], list[Span]]:
+    """The spans whose entries are not among those done (each removed
+    once), and those that are."""
     lengths = {length for length, _ in done}
-    left = []
+    left, sent = [], []
     for span in found:
         if span.end - span.start in lengths:
             mark = fingerprint(stream, span)
             if done[mark] > 0:
                 done[mark] -= 1
+                sent.append(span)
                 continue
         left.append(span)
-    return left
+    return left, sent
 
 
 def _rewrite(path: Path, stream: BinaryIO, left: list[Span]) -> None:

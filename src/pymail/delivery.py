@@ -173,6 +173,10 @@ def interruptible(then: str) -> Iterator[None]:
         return
 
     def on_signal(number: int, frame: FrameType | None) -> None:
+        # One stop is enough: another signal must not cut the way out
+        # short (where what was done is written down).
+        for other in SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
         raise Interrupted(f"interrupted by {signal.Signals(number).name}; "
                           f"{then}")
 

@@ -156,7 +156,11 @@ def resend(settings: Settings, files: list[str],
     relays = Relays(settings, settings_for)
     try:
         with interruptible("what was not resent stays kept"):
-            for path in paths:
+            for given in paths:
+                # By its real name: the lock and the rewrite are the file's,
+                # and a symbolic link to it stays one.
+                path = Path(os.path.realpath(given))
+                linked = path != Path(os.path.abspath(given))
                 with _resending(path) as ours:
                     if not ours:
                         print(f"pymail: {path}: another --resend is sending "
@@ -164,7 +168,13 @@ def resend(settings: Settings, files: list[str],
                               file=sys.stderr)
                         code = graver(code, EX_TEMPFAIL)
                         continue
-                    code = graver(code, _resend_file(relays, path))
+                    try:
+                        status = _resend_file(relays, path, bool(files),
+                                              linked)
+                    except NoInputError as error:  # the other files go on
+                        print(f"pymail: {error.line()}", file=sys.stderr)
+                        status = error.code
+                    code = graver(code, status)
     except Interrupted as error:
         relays.drop()  # in the middle of a message, perhaps
         print(f"pymail: {error.line()}", file=sys.stderr)
@@ -221,11 +231,16 @@ def _prepared(settings: Settings, kept: deadletter.Kept,
     return envelope, kept.chunks
 
 
-def _resend_file(relays: Relays, path: Path) -> int:
-    """Resend the entries of one file, each read from it as it is sent."""
+def _resend_file(relays: Relays, path: Path, named: bool,
+                 linked: bool) -> int:
+    """Resend the entries of one file, each read from it as it is sent;
+    a file named on the command line must exist. A linked file (reached
+    through a symbolic link) is emptied, never removed."""
     try:
         stream = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
+        if named:
+            raise NoInputError(f"cannot read {path}: no such file") from None
         log.info("nothing to resend: %s does not exist", path)
         return EX_OK
     except OSError as exc:
@@ -237,6 +252,7 @@ def _resend_file(relays: Relays, path: Path) -> int:
             raise NoInputError(f"cannot read {path}: "
                                f"{exc.strerror or exc}") from exc
         done: list[tuple[int, str]] = []
+        code, skipped = EX_OK, 0
         try:
             code, skipped = _resend_entries(relays, path, stream, entries,
                                             done)
@@ -244,7 +260,12 @@ def _resend_file(relays: Relays, path: Path) -> int:
             # Even when interrupted: what was delivered leaves the file.
             if done:
                 with held_signals():
-                    deadletter.remove_entries(path, done)
+                    try:
+                        deadletter.remove_entries(path, done,
+                                                  keep_file=linked)
+                    except DeadLetterError as error:
+                        print(f"pymail: {error.line()}", file=sys.stderr)
+                        code = graver(code, error.code)
     if skipped:
         print(f"pymail: {path}: {skipped} message(s) without a recorded "
               "envelope were left as they are", file=sys.stderr)
