@@ -175,8 +175,8 @@ def interruptible(then: str) -> Iterator[None]:
     def on_signal(number: int, frame: FrameType | None) -> None:
         # One stop is enough: another signal must not cut the way out
         # short (where what was done is written down).
-        for other in SIGNALS:
-            signal.signal(other, signal.SIG_IGN)
+        for other in SIGNALS:  # (not SIG_IGN: Python reports a signal
+            signal.signal(other, _ignored)  # already on its way to it)
         raise Interrupted(f"interrupted by {signal.Signals(number).name}; "
                           f"{then}")
 
@@ -186,6 +186,10 @@ def interruptible(then: str) -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _ignored(number: int, frame: FrameType | None) -> None:
+    """A signal handler that does nothing."""
 
 
 @contextmanager
