@@ -180,6 +180,24 @@ def test_resend_reports_a_permanent_refusal_over_a_temporary_one(
     assert result.code == 69, result.err
 
 
+def test_broken_mail_rc_keeps_a_message_with_no_body(server, mailrc, run,
+                                                      home, tmp_path):
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"a,b\n")
+    mailrc(recipe(server.port) + "'unterminated\n")
+    # A subject-only alert, an attachment-only report: stdin is empty.
+    result = run("-s", "backup failed", "-a", str(report), TO)
+    assert result.code == 78
+    assert b"backup failed" in (home / "dead.letter").read_bytes()
+    mailrc(recipe(server.port))
+    assert run("--resend").code == 0
+    message = email.message_from_bytes(server.messages[0].data,
+                                       policy=email.policy.default)
+    assert message["Subject"] == "backup failed"
+    [attached] = message.iter_attachments()
+    assert attached.get_payload(decode=True) == b"a,b\n"
+
+
 def test_resend_keeps_what_precedes_the_first_entry(server, mailrc, run,
                                                     home):
     # bsd-mailx and heirloom write dead.letter without a From_ line.

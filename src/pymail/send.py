@@ -69,11 +69,11 @@ def send_request(request: Request) -> int:
                                      assignments=list(request.assign),
                                      account=request.account)
     except ConfigError as error:
-        # The configuration is broken, but what was piped in must survive.
-        body = b"" if sys.stdin is None or sys.stdin.isatty() else \
-            sys.stdin.buffer.read()
-        if not body:
-            return fail(error, None, "", None)
+        # The configuration is broken, but what was piped in must survive,
+        # even nothing: a subject or an attachment may be the message.
+        if sys.stdin is not None and sys.stdin.isatty():
+            return fail(error, None, "", None)  # someone is there to see
+        body = b"" if sys.stdin is None else sys.stdin.buffer.read()
         return keep_unbuilt(error, default_dead_letter(), request, body)
     check_secrets(settings)
     for source in settings.sources:
