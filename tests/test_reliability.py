@@ -444,10 +444,12 @@ GZIPPED = gzip.compress(bytes(range(256)) * 8 + b"\r\n\n\r")
     (["-t"], b"To: root\nCc: cc@example.org\nBcc: b@example.org\n"
      b"Subject: T\n\nbody\n"),
     (["-t", "-q", "{quote}"], b"To: root\nSubject: T\n"),
+    (["-t", "-q", "{quote}", "root"], b""),
     (["-t"], b"To: root\nContent-Type: application/octet-stream\n\n" +
      GZIPPED),
 ], ids=["binary", "json-attached", "two-authors", "encoded-words",
-        "envelope-sender", "t", "t-quote-no-body", "t-binary"])
+        "envelope-sender", "t", "t-quote-no-body", "t-quote-no-stdin",
+        "t-binary"])
 def test_resent_unbuilt_message_is_the_one_a_direct_send_makes(
         server, mailrc, run, home, tmp_path, args, body):
     report = tmp_path / "report.csv"
@@ -472,6 +474,32 @@ def test_resent_unbuilt_message_is_the_one_a_direct_send_makes(
     assert (again.mail_from, again.rcpt_tos) == (direct.mail_from,
                                                  direct.rcpt_tos)
     assert without_date_and_ids(again.data) == without_date_and_ids(direct.data)
+
+
+@pytest.mark.parametrize("record, said", [
+    ('{"to": {"a@example.org": 1}}', "to is not what pymail writes"),
+    ('{"to": [], "read_headers": "false"}', "is not what pymail writes"),
+    ('[' * 100000 + ']' * 100000, "not JSON"),
+    ('{"quote_file": false}', "is not what pymail writes"),
+    ('"text"', "not a JSON object"),
+])
+def test_resend_refuses_an_edited_record(server, mailrc, run, home, record,
+                                         said):
+    entry = (b"From bot@example.com Thu Jan  1 00:00:00 2026\n"
+             b"X-Pymail-Envelope-From: <bot@example.com>\n"
+             b"X-Pymail-Rebuild: mailx " + record.encode() + b"\n"
+             b"X-Pymail-Error: x\nSubject: s\n\nTo: evil@example.org\n\n")
+    good = (b"From bot@example.com Thu Jan  1 00:00:00 2026\n"
+            b"X-Pymail-Envelope-From: <bot@example.com>\n"
+            b"X-Pymail-Envelope-To: <ok@example.org>\n"
+            b"X-Pymail-Error: x\nSubject: s\n\nhi\n\n")
+    (home / "dead.letter").write_bytes(entry + good)
+    mailrc(recipe(server.port))
+    result = run("--resend")
+    assert result.code == 65, result.err
+    assert said in result.err
+    assert [m.rcpt_tos for m in server.messages] == [["ok@example.org"]]
+    assert (home / "dead.letter").read_bytes() == entry
 
 
 def test_resend_of_a_t_message_with_a_bad_C_leaks_no_bcc(server, mailrc, run,

@@ -66,7 +66,8 @@ def _stored(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
                 _, rest = split_header_block(body, strict=False)
                 at = len(body) - len(rest)
                 if not _blank_ended(body[:at]):  # headers only, no body
-                    body += b"\n" if body.endswith(b"\n") else b"\n\n"
+                    body += b"\n" if not body or body.endswith(b"\n") \
+                        else b"\n\n"
                     at = len(body)
             body = body[:at] + quote + body[at:]
             fields["quote_file"] = None
@@ -121,39 +122,78 @@ def is_unbuilt(rebuild: str | None) -> bool:
 
 def request_of(rebuild: str, attachments: list[str],
                account: str | None) -> tuple[Request, bool]:
-    """The command line recorded, and whether stdin was kept as base64."""
+    """The command line recorded, and whether stdin was kept as base64.
+    DataError when it is not what pymail writes (an edited file)."""
+    fields = _fields(rebuild)
+
+    def texts(name: str) -> tuple[str, ...]:
+        value = fields.get(name)
+        if not isinstance(value, list):
+            raise _unreadable(name)
+        return tuple(_text(item, name) for item in value)
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return None if value is None else _text(value, name)
+
+    def flag(name: str) -> bool:
+        value = fields.get(name)
+        if not isinstance(value, bool):
+            raise _unreadable(name)
+        return value
+
+    for path in [*attachments, text("quote_file") or ""]:
+        if "\0" in path:
+            raise DataError(f"a recorded file name holds a NUL: {path!r}")
+    request = Request(
+        texts("to"), cc=texts("cc"), bcc=texts("bcc"),
+        subject=text("subject"), from_=text("from_"),
+        envelope_sender=text("envelope_sender"),
+        quote_file=text("quote_file"),
+        custom_headers=texts("custom_headers"),
+        body_type=_text(fields.get("body_type"), "body_type"),
+        read_headers=flag("read_headers"),
+        attach=tuple(attachments), account=account)
+    return request, flag("base64")
+
+
+def _fields(rebuild: str) -> dict[str, Any]:
     try:
         fields = json.loads(rebuild[len(MARK):])
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"the recorded command line is not JSON "
+                        f"({type(exc).__name__})") from None
+    if not isinstance(fields, dict):
+        raise DataError("the recorded command line is not a JSON object")
+    return fields
 
-        def texts(name: str) -> tuple[str, ...]:
-            return tuple(str(value) for value in fields[name])
 
-        def text(name: str) -> str | None:
-            return None if fields[name] is None else str(fields[name])
+def _text(value: Any, name: str) -> str:
+    """A string as pymail writes them: the bytes of a command line that
+    were not UTF-8 are lone surrogates of U+DC80..U+DCFF, no others."""
+    if not isinstance(value, str):
+        raise _unreadable(name)
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise _unreadable(name) from None
+    return value
 
-        request = Request(
-            texts("to"), cc=texts("cc"), bcc=texts("bcc"),
-            subject=text("subject"), from_=text("from_"),
-            envelope_sender=text("envelope_sender"),
-            quote_file=text("quote_file"),
-            custom_headers=texts("custom_headers"),
-            body_type=str(fields["body_type"]),
-            read_headers=bool(fields["read_headers"]),
-            attach=tuple(attachments), account=account)
-        return request, bool(fields["base64"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"the recorded command line cannot be read "
-                        f"({type(exc).__name__})") from exc
+
+def _unreadable(name: str) -> DataError:
+    return DataError(f"the recorded command line's {name} is not what "
+                     "pymail writes")
 
 
 def reads_files(rebuild: str, attachments: list[str]) -> bool:
-    """Whether building the message reads files by the paths it names."""
+    """Whether building the message reads files by the paths it names
+    (when the record cannot be read, it is taken to)."""
     if attachments:
         return True
     try:
-        return bool(json.loads(rebuild[len(MARK):]).get("quote_file"))
-    except (ValueError, AttributeError):
-        return False
+        return _fields(rebuild).get("quote_file") is not None
+    except DataError:
+        return True
 
 
 def build(settings: Settings, rebuild: str, attachments: list[str],
