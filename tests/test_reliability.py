@@ -445,11 +445,13 @@ GZIPPED = gzip.compress(bytes(range(256)) * 8 + b"\r\n\n\r")
      b"Subject: T\n\nbody\n"),
     (["-t", "-q", "{quote}"], b"To: root\nSubject: T\n"),
     (["-t", "-q", "{quote}", "root"], b""),
+    (["-t", "-q", "{quote}"], b"To: root\nContent-Transfer-Encoding: base64\n"
+     b"\nY2Fmw6kK\n"),
     (["-t"], b"To: root\nContent-Type: application/octet-stream\n\n" +
      GZIPPED),
 ], ids=["binary", "json-attached", "two-authors", "encoded-words",
         "envelope-sender", "t", "t-quote-no-body", "t-quote-no-stdin",
-        "t-binary"])
+        "t-quote-base64", "t-binary"])
 def test_resent_unbuilt_message_is_the_one_a_direct_send_makes(
         server, mailrc, run, home, tmp_path, args, body):
     report = tmp_path / "report.csv"

@@ -657,3 +657,27 @@ def test_groups_give_their_members(server, mailrc, sendmail, run, entry):
     assert received.rcpt_tos == ["a@example.org", "b@example.org",
                                  "h@example.org"]
     assert parsed(received.data)["Cc"].addresses[1].display_name == "B, b"
+
+
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+@pytest.mark.parametrize("content_type, encoding, body, text", [
+    (b"text/plain; charset=utf-8", b"base64", b"Y2Fmw6kK\n", "café\n"),
+    (b"text/plain; charset=gbk", b"quoted-printable", b"=B1=B8=B7=DD\n",
+     "备份\n"),
+    (b"application/octet-stream", b"base64", b"AAEC/w==\n", None),
+])
+def test_t_body_already_encoded_is_decoded(server, mailrc, sendmail, run,
+                                           entry, content_type, encoding,
+                                           body, text):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: s\nContent-Type: " +
+               content_type + b"\nContent-Transfer-Encoding: " + encoding +
+               b"\n\n" + body)
+    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
+        else run("-t", input=message)
+    assert result.code == 0, result.err
+    received = parsed(server.messages[0].data)
+    if text is None:
+        assert received.get_payload(decode=True) == b"\x00\x01\x02\xff"
+    else:
+        assert received.get_content().replace("\r\n", "\n") == text

@@ -645,6 +645,36 @@ def split_header_block(data: bytes, fallbacks: tuple[str, ...] = (), *,
         data[position:]
 
 
+def transfer_decoded(body: bytes, encoding: str) -> bytes:
+    """A body with its Content-Transfer-Encoding (base64, quoted-printable)
+    undone; 7bit, 8bit and binary bodies are as they are."""
+    import binascii
+    import quopri
+
+    encoding = encoding.strip().lower()
+    try:
+        if encoding == "base64":
+            return binascii.a2b_base64(body)
+        if encoding == "quoted-printable":
+            return quopri.decodestring(body)
+    except (binascii.Error, ValueError) as exc:
+        raise DataError(f"the body is not valid {encoding}") from exc
+    return body
+
+
+def body_text(body: bytes, content_type: str, encoding: str,
+              fallbacks: tuple[str, ...]) -> str:
+    """A text body given with its headers: its transfer encoding undone,
+    read in its charset (else as stdin is)."""
+    body = transfer_decoded(body, encoding)
+    charset = None
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = usable_charset(value.strip().strip('"'))
+    return decode_text(body, (charset, *fallbacks) if charset else fallbacks)
+
+
 def decoded_header(name: str, value: str) -> str:
     """A header value with RFC 2047 encoded words decoded."""
     if "=?" not in value:

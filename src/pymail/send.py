@@ -28,10 +28,12 @@ from pymail.message import (
     Attachment,
     Draft,
     Message,
+    body_text,
     check_field,
     decode_text,
     locale_charset,
     split_header_block,
+    transfer_decoded,
     usable_charset,
 )
 from pymail.notices import check_secrets
@@ -248,6 +250,7 @@ def read_header_block(parsed: Parsed, request: Request,
     or -r says otherwise; other headers are kept; Bcc and Resent-Bcc are
     never written."""
     headers, parsed.body = split_header_block(parsed.body, fallbacks)
+    content_type = encoding = ""
     for name, value in headers:
         key = name.lower()
         if key in ("to", "cc", "bcc"):
@@ -259,11 +262,21 @@ def read_header_block(parsed: Parsed, request: Request,
             if request.from_ is None:
                 parsed.sender = value
         elif key == "content-type":
+            content_type = value
             if request.body_type == "text/plain":
                 parsed.body_type = value.partition(";")[0].strip()
+        elif key == "content-transfer-encoding":
+            encoding = value
         elif key not in ("mime-version", "resent-bcc") and \
                 not key.startswith("content-"):  # Resent-Bcc: as Bcc
             parsed.headers.append((name, value))
+    # A body already encoded (base64 under its header) is decoded, and
+    # read in the charset its header names: pymail encodes what it sends.
+    if not parsed.body_type.lower().startswith("text/"):
+        parsed.body = transfer_decoded(parsed.body, encoding)
+    elif encoding or "charset" in content_type.lower():
+        parsed.body = body_text(parsed.body, content_type, encoding,
+                                fallbacks).encode("utf-8")
 
 
 def read_quote(name: str) -> bytes:

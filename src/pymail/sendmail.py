@@ -34,9 +34,8 @@ from pymail.message import (
     Draft,
     Message,
     Payload,
-    decode_text,
+    body_text,
     split_header_block,
-    usable_charset,
 )
 from pymail.notices import setup_logging
 from pymail.relay import Envelope
@@ -226,7 +225,9 @@ def rebuild(settings: Settings, options: Options, data: BinaryIO,
     passthrough = None
     if kind.startswith("text/"):
         data.seek(body_start)
-        text = decode_body(data.read(), first, fallbacks).encode("utf-8")
+        text = body_text(data.read(), first.get("content-type", ""),
+                         first.get("content-transfer-encoding", ""),
+                         fallbacks).encode("utf-8")
     else:
         # Multipart and other MIME bodies go as they came, line ends fixed.
         passthrough = (content_type, first.get("content-transfer-encoding"),
@@ -282,28 +283,6 @@ def head_of(data: BinaryIO) -> bytes:
         if HEADER_END.search(head) or len(head) >= HEADER_LIMIT:
             break
     return head
-
-
-def decode_body(body: bytes, headers: dict[str, str],
-                fallbacks: tuple[str, ...]) -> str:
-    """The body's text: its transfer encoding undone, read in its charset."""
-    import binascii
-    import quopri
-
-    encoding = headers.get("content-transfer-encoding", "").strip().lower()
-    try:
-        if encoding == "base64":
-            body = binascii.a2b_base64(body)
-        elif encoding == "quoted-printable":
-            body = quopri.decodestring(body)
-    except (binascii.Error, ValueError) as exc:
-        raise DataError(f"sendmail: the body is not valid {encoding}") from exc
-    charset = None
-    for param in headers.get("content-type", "").split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            charset = usable_charset(value.strip().strip('"'))
-    return decode_text(body, (charset, *fallbacks) if charset else fallbacks)
 
 
 def author(settings: Settings, header: str | None,

@@ -58,6 +58,7 @@ def _stored(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
         for name, value in ((n, getattr(request, n)) for n in FIELDS)}
     if request.quote_file:
         fields["quote_file"] = os.path.abspath(request.quote_file)
+    if request.quote_file and not _encoded(request, body):
         with suppress(PymailError):  # its error was shown; the file stays
             quote = read_quote(request.quote_file)
             at = 0
@@ -83,6 +84,17 @@ def _stored(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
     if not text:
         body = base64.encodebytes(body)  # in lines of 76
     return body, fields
+
+
+def _encoded(request: Request, body: bytes) -> bool:
+    """Whether -t's headers give the body a transfer encoding (then -q's
+    text cannot go in before it)."""
+    if not request.read_headers:
+        return False
+    headers, _ = split_header_block(body, strict=False)
+    return any(name.lower() == "content-transfer-encoding" and
+               value.strip().lower() in ("base64", "quoted-printable")
+               for name, value in headers)
 
 
 def _blank_ended(head: bytes) -> bool:
