@@ -513,6 +513,19 @@ def test_kept_before_it_was_built_can_be_resent(server, mailrc, sendmail, run,
     assert not (home / "dead.letter").exists()
 
 
+def test_kept_before_it_was_built_keeps_the_F_name(server, mailrc, sendmail,
+                                                   run):
+    mailrc(recipe(server.port))  # no alias for root
+    message = b"Subject: nightly\n\nno From header of its own\n"
+    assert sendmail("-FCronDaemon", "-i", "root", input=message).code == 65
+    mailrc(root_rc(server.port))
+    assert run("--resend").code == 0
+    assert sendmail("-FCronDaemon", "-i", "root", input=message).code == 0
+    resent, direct = (parsed(m.data)["From"] for m in server.messages)
+    assert resent.addresses[0].display_name == "CronDaemon"
+    assert str(resent) == str(direct)
+
+
 def test_kept_message_cannot_forge_its_own_envelope(server, mailrc, sendmail,
                                                     run, home, tmp_path):
     secret = tmp_path / "secret.txt"

@@ -34,10 +34,11 @@ ENVELOPE_TO = b"X-Pymail-Envelope-To: "
 # recipients or attachments to its own envelope).
 ERROR_HEADER = b"X-Pymail-Error: "
 # A message kept before pymail could build it (a bad address, an unknown
-# name): --resend builds it then. "1" and "t" (kept by the sendmail entry):
-# as the sendmail entry does, "t" meaning that its To, Cc and Bcc headers
-# are recipients too; "mailx " and JSON (kept by pymail): as the command
-# line recorded in the JSON would (see pymail.unbuilt).
+# name): --resend builds it then. "1" and "t" (kept by the sendmail entry,
+# perhaps followed by JSON with -F's name): as the sendmail entry does, "t"
+# meaning that its To, Cc and Bcc headers are recipients too; "mailx " and
+# JSON (kept by pymail): as the command line recorded in the JSON would
+# (see pymail.unbuilt).
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
 # An attachment (its absolute path) of a message kept unbuilt: --resend
 # attaches the file as it is then.
@@ -74,8 +75,8 @@ class Kept:
         if self.cut:
             return False
         if self.rebuild:
-            return bool(self.recipients) or self.rebuild == "t" or \
-                self.rebuild.startswith("mailx ")
+            mode = self.rebuild.partition(" ")[0]
+            return bool(self.recipients) or mode in ("t", "mailx")
         return self.sender is not None and bool(self.recipients)
 
     @property

@@ -211,15 +211,13 @@ def _prepared(settings: Settings, kept: deadletter.Kept,
     if kept.rebuild:
         from pymail.message import Attachment
         from pymail.send import charsets
-        from pymail.sendmail import Options, rebuild
+        from pymail.sendmail import options_of, rebuild
 
         for name in kept.attachments:
             opened.append(Attachment.open(name, charsets(settings)))
 
-        options = Options(recipients=kept.recipients,
-                          sender=kept.sender or None,
-                          read_recipients=kept.rebuild == "t",
-                          ignore_dots=True)
+        options = options_of(kept.rebuild, kept.recipients,
+                             kept.sender or None)
         message, envelope = rebuild(settings, options,
                                     spooled(kept.chunks()), charsets(settings),
                                     opened)

@@ -166,7 +166,7 @@ def run(program: str, args: list[str]) -> int:
         data = read_message(options.ignore_dots)
         return fail(error, default_dead_letter(), options.sender or "",
                     partial(blocks, data), recipients=options.recipients,
-                    rebuild="t" if options.read_recipients else "1")
+                    rebuild=kept_as(options))
     from pymail.notices import check_secrets
 
     check_secrets(settings)
@@ -196,8 +196,39 @@ def send(settings: Settings, options: Options, data: BinaryIO) -> int:
             internal_error("building the message", exc)
         return fail(error, settings.dead_letter(), options.sender or "",
                     partial(blocks, data), recipients=options.recipients,
-                    rebuild="t" if options.read_recipients else "1")
+                    rebuild=kept_as(options))
     return transmit(settings, envelope, message)
+
+
+def kept_as(options: Options) -> str:
+    """How --resend is to build a message kept unbuilt (see
+    deadletter.REBUILD_HEADER): "t" or "1", and -F's name as JSON."""
+    mark = "t" if options.read_recipients else "1"
+    if options.full_name:
+        import json
+
+        mark += " " + json.dumps({"full_name": options.full_name})
+    return mark
+
+
+def options_of(kept_mark: str, recipients: list[str],
+               sender: str | None) -> Options:
+    """The options kept_as recorded."""
+    import json
+
+    mode, _, extra = kept_mark.partition(" ")
+    full_name = None
+    if extra:
+        try:
+            full_name = json.loads(extra)["full_name"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise DataError("the recorded sendmail options are not "
+                            "what pymail writes") from None
+        if not isinstance(full_name, str):
+            raise DataError("the recorded sendmail -F is not a name")
+    return Options(recipients=recipients, sender=sender,
+                   read_recipients=mode == "t", ignore_dots=True,
+                   full_name=full_name)
 
 
 def rebuild(settings: Settings, options: Options, data: BinaryIO,
