@@ -96,3 +96,12 @@ def test_cram_md5(relay, mailrc, run):
     result = run("-s", "cram", "ops@example.org", input=b"hi\n")
     assert result.code == 0, result.err
     assert relay.handler.seen == [USER]
+
+
+def test_a_mechanism_the_relay_does_not_offer_is_named(server, mailrc, run):
+    # The plain test relay offers LOGIN and PLAIN only.
+    mailrc(recipe(server.port).replace("smtp-auth=login",
+                                       "smtp-auth=cram-md5"))
+    result = run("-s", "x", "ops@example.org", input=b"hi\n")
+    assert result.code == 77
+    assert "offers LOGIN PLAIN, not CRAM-MD5" in result.err

@@ -341,6 +341,19 @@ def test_no_configuration_at_all(run: Run, home: Path) -> None:
     assert b"keep me 1729" in dead_letter(home)
 
 
+def test_mailrc_naming_a_missing_file_is_said(run: Run, home: Path,
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    missing = tmp_path / "typo.rc"
+    monkeypatch.setenv("MAILRC", str(missing))
+    result = run("-v", "-s", "lost", TO, input=b"keep me\n")
+    assert result.code == 78
+    assert f"MAILRC names {missing}, which does not exist" in result.err
+    # The hint names the file that is read, not ~/.mailrc.
+    assert f"to {missing} or /etc/mail.rc" in result.err
+
+
 def test_dead_letter_is_private_mbox_and_appended(no_relay: Path, run: Run,
                                                   home: Path) -> None:
     old = os.umask(0)

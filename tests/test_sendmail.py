@@ -694,3 +694,9 @@ def test_t_body_already_encoded_is_decoded(server, mailrc, sendmail, run,
         assert received.get_payload(decode=True) == b"\x00\x01\x02\xff"
     else:
         assert received.get_content().replace("\r\n", "\n") == text
+
+
+def test_help_says_what_the_entry_takes(sendmail):
+    result = sendmail("--help")
+    assert result.code == 0
+    assert "usage: pymail-sendmail" in result.out and "-t" in result.out

@@ -183,11 +183,19 @@ def test_mailrc_tilde_is_expanded(places: Places,
     assert resolve().get("from") == "tilde@x.org"
 
 
-def test_missing_user_files_are_silent(places: Places,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MAILRC", str(places.home / "missing.rc"))
-    result = resolve()
+def test_missing_user_files_are_silent(places: Places) -> None:
+    result = resolve()  # no ~/.mailrc, no pymail.env: nothing to say
     assert result.notes == []
+    assert set(result.variables) == {"save"}
+
+
+def test_mailrc_naming_a_missing_file_is_noted(
+        places: Places, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shown under -v: a typo in MAILRC would otherwise pass unseen.
+    missing = places.home / "missing.rc"
+    monkeypatch.setenv("MAILRC", str(missing))
+    result = resolve()
+    assert result.notes == [f"MAILRC names {missing}, which does not exist"]
     assert set(result.variables) == {"save"}
 
 

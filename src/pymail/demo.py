@@ -31,7 +31,8 @@ def run_demo() -> int:
         from aiosmtpd.controller import Controller
     except ImportError as exc:
         raise ConfigError("the demo needs aiosmtpd and trustme",
-                          hint="pip install 'pymail-relay[demo]'") from exc
+                          hint="in pymail's clone, run pip install '.[demo]' with "
+                          "the pip of pymail's venv") from exc
 
     import logging
     import ssl

@@ -26,6 +26,7 @@ from pymail.errors import (
     NoInputError,
     PymailError,
     TemporaryFailure,
+    UsageError,
     graver,
     internal_error,
     is_temporary,
@@ -65,8 +66,12 @@ def flush(settings: Settings, ids: list[str],
             log.info("another flush of %s is running", spool.directory)
             return EX_OK
         report = Flush(settings, spool, settings_for).run(ids, everything)
-    log.info("flush: %d delivered, %d deferred, %d moved to dead.letter",
-             report.delivered, report.deferred, report.dead)
+    summary = (f"flush: {report.delivered} delivered, {report.deferred} "
+               f"deferred, {report.dead} moved to dead.letter")
+    if ids:  # asked for by hand; from cron, silence unless -v
+        print(summary)
+    else:
+        log.info("%s", summary)
     if report.failure:
         return report.failure
     return EX_UNAVAILABLE if report.dead else EX_OK
@@ -96,8 +101,8 @@ def list_queue(settings: Settings) -> int:
 def delete(settings: Settings, ids: list[str]) -> int:
     """Remove queued messages by id."""
     if not ids:
-        raise NoInputError("--delete needs the ids of queued messages "
-                           "(see pymail --queue)")
+        raise UsageError("--delete needs the ids of queued messages "
+                         "(see pymail --queue)")
     spool = spool_of(settings)
     with spool.locked() as ours:
         if not ours:

@@ -382,6 +382,10 @@ class Connection:
         reply = decode_reply(last.smtp_error)
         hint = {535: APP_PASSWORD_HINT, 534: APP_SPECIFIC_HINT}.get(
             last.smtp_code)
+        if self.mechanism and self.mechanism not in offered:
+            hint = (f"the relay offers {' '.join(offered).upper() or 'none'}"
+                    f", not {self.mechanism.upper()}: change or unset "
+                    "smtp-auth")
         raise AuthFailure(f"authentication as {self.user} failed at "
                           f"{self.relay.address}: {last.smtp_code} {reply}",
                           hint=hint)

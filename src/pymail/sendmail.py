@@ -57,6 +57,17 @@ HEADER_END = re.compile(rb"\n\r?\n")
 HEADER_LIMIT = 1 << 20
 
 
+USAGE = """\
+usage: pymail-sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message
+       pymail-sendmail -q        send what is queued, now
+       pymail-sendmail -bp       list the queue (also: mailq)
+
+pymail's entry for programs that call sendmail (cron, daemons): the message
+on stdin goes through the relay of /etc/mail.rc and ~/.mailrc. -t takes the
+recipients from its To, Cc and Bcc headers too. Other sendmail options are
+accepted and ignored; -v says which. See pymail's README for the rest."""
+
+
 @dataclass(repr=False, eq=False)
 class Options:
     recipients: list[str] = field(default_factory=list)
@@ -371,6 +382,9 @@ def main(argv: list[str] | None = None, program: str | None = None) -> None:
     name = program or Path(sys.argv[0]).name
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if args[:1] in (["--help"], ["-h"]):
+        print(USAGE)
+        sys.exit(0)
     try:
         code = run(name, args)
     except UsageError as error:

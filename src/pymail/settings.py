@@ -66,10 +66,14 @@ SCHEMES = {
 VERIFY_MODES = {"strict": "strict", "ask": "strict", "warn": "warn",
                 "ignore": "ignore"}
 
-RELAY_HINT = ("add `set smtp=smtps://smtp.example.com:465`, "
-              "`set smtp-auth-user=you@example.com` and "
-              "`set from=you@example.com` to ~/.mailrc or /etc/mail.rc, and "
-              "PYMAIL_SMTP_AUTH_PASSWORD=... to /etc/pymail.env")
+def relay_hint() -> str:
+    """What to add where, naming $MAILRC's file when it is set (then
+    ~/.mailrc is not read)."""
+    user = os.environ.get("MAILRC") or "~/.mailrc"
+    return ("add `set smtp=smtps://smtp.example.com:465`, "
+            "`set smtp-auth-user=you@example.com` and "
+            f"`set from=you@example.com` to {user} or /etc/mail.rc, and "
+            "PYMAIL_SMTP_AUTH_PASSWORD=... to /etc/pymail.env")
 
 
 @dataclass(repr=False, eq=False)
@@ -143,9 +147,9 @@ class Settings:
         if mta:
             raise ConfigError(f"mta={redact_url(mta)} names a local program; "
                               "pymail only "
-                              "relays over SMTP", hint=RELAY_HINT)
+                              "relays over SMTP", hint=relay_hint())
         raise ConfigError("no relay configured (smtp is not set)",
-                          hint=RELAY_HINT)
+                          hint=relay_hint())
 
     def auth(self) -> tuple[str | None, str | None, str | None]:
         """(mechanism or None for automatic, user, password).
@@ -553,6 +557,8 @@ def _load_rc(interpreter: Interpreter, path: Path, notes: list[str]) -> None:
     try:
         interpreter.load_file(path)
     except FileNotFoundError:
+        if path == user_rc() and os.environ.get("MAILRC"):
+            notes.append(f"MAILRC names {path}, which does not exist")
         return
     except OSError as exc:
         notes.append(f"skipped {path}: {exc.strerror or exc}")

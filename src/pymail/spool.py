@@ -185,6 +185,16 @@ class FlushReport:
     failure: int = 0  # exit code of a failure that needs a person
 
 
+def duration(seconds: float) -> str:
+    """A time span for people: `3 days`, `5 hours`, `1 minute`."""
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            count = int(seconds // length)
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    count = max(int(seconds), 1)
+    return f"{count} second{'s' if count > 1 else ''}"
+
+
 class Flush:
     """Deliver queued messages: oldest first, one connection per relay."""
 
@@ -235,10 +245,10 @@ class Flush:
         cannot be written, left queued and not sent)."""
         if self.now - entry.created <= self.lifetime:
             return False
-        days = self.lifetime / 86400
         self._to_dead_letter(entry, entry.recipients,
-                             f"gave up after {days:g} days in the queue; last "
-                             f"error: {entry.last_error}")
+                             f"gave up after {duration(self.now - entry.created)}"
+                             " in the queue; last error: "
+                             f"{entry.last_error}")
         return True
 
     def _flush_relay(self, settings: Settings, relay: str,
