@@ -760,3 +760,10 @@ def test_big_message_kept_before_it_was_built(server, mailrc, monkeypatch,
     assert received.rcpt_tos == [TO]
     body = received.data.partition(b"\r\n\r\n")[2]
     assert body == data.partition(b"\n\n")[2].replace(b"\n", b"\r\n")
+
+
+def test_removing_from_a_file_moved_away_meanwhile_is_quiet(
+        tmp_path: Path) -> None:
+    # --resend while someone moved dead.letter away: nothing to rewrite.
+    deadletter.remove_entries(tmp_path / "moved.dead.letter", [(10, "0" * 64)])
+    assert not (tmp_path / "moved.dead.letter").exists()
