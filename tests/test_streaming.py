@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Result, recipe
-from pymail import deadletter, files, lines, sendmail, spool
+from pymail import deadletter, files, lines, logs, sendmail, spool
 from pymail.addresses import Mailbox
 from pymail.errors import NoInputError
 from pymail.message import BASE64_LINE, BASE64_SLICE, Attachment, Draft, Message
@@ -762,8 +762,10 @@ def test_big_message_kept_before_it_was_built(server, mailrc, monkeypatch,
     assert body == data.partition(b"\n\n")[2].replace(b"\n", b"\r\n")
 
 
-def test_removing_from_a_file_moved_away_meanwhile_is_quiet(
-        tmp_path: Path) -> None:
+def test_removing_from_a_file_moved_away_meanwhile_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # --resend while someone moved dead.letter away: nothing to rewrite.
+    logs.configure(logs.WARNING)  # as the command line does
     deadletter.remove_entries(tmp_path / "moved.dead.letter", [(10, "0" * 64)])
     assert not (tmp_path / "moved.dead.letter").exists()
+    assert "went away while --resend ran" in capsys.readouterr().err

@@ -362,8 +362,10 @@ def remove_entries(path: Path, done: list[tuple[int, str]], *,
     DeadLetterError when neither can be done."""
     try:
         fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return  # moved or removed meanwhile: nothing of it to remove
+    except FileNotFoundError:  # moved or removed meanwhile
+        log.warning("%s went away while --resend ran: wherever it is now, "
+                    "it still holds the %d message(s) resent", path, len(done))
+        return
     except OSError as exc:
         raise _unremoved(path, len(done), exc) from exc
     try:
