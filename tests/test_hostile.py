@@ -286,19 +286,6 @@ def test_a_bug_while_sending_keeps_the_message(server, mailrc, run, home,
     assert BODY in kept(home)
 
 
-def test_a_bug_while_building_keeps_the_message(server, mailrc, run, home,
-                                                monkeypatch):
-    def broken(*args: Any) -> Any:
-        raise RuntimeError("a bug")
-    monkeypatch.setattr("pymail.send.Message", broken)
-    mailrc(recipe(server.port))
-    result = run("-s", "x", TO, input=BODY)
-    assert result.code == 70
-    assert "internal error while building the message (RuntimeError)" in \
-        result.err
-    assert BODY in kept(home)
-
-
 @pytest.mark.parametrize("header", [b"From: =?utf-8?b? a@[\n",
                                     b"Cc: undisclosed-recipients:; =?x?q?y?=\n"])
 def test_t_headers_the_email_package_chokes_on(server, mailrc, run, home,

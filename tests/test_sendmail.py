@@ -634,14 +634,18 @@ def test_hostile_headers_never_cost_the_message(server, mailrc, sendmail, home,
         assert b"cron output" in server.messages[0].data
 
 
-def test_a_bug_while_building_keeps_the_message(server, mailrc, sendmail, home,
-                                                monkeypatch):
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+def test_a_bug_while_building_keeps_the_message(server, mailrc, sendmail, run,
+                                                home, monkeypatch, entry):
     # No such bug is known: simulated by a broken Message.
     def broken(*args: Any) -> Any:
         raise RuntimeError("a bug")
-    monkeypatch.setattr("pymail.sendmail.Message", broken)
+    module = "sendmail" if entry == "sendmail" else "send"
+    monkeypatch.setattr(f"pymail.{module}.Message", broken)
     mailrc(root_rc(server.port))
-    result = sendmail("-i", "a@example.org", input=b"Subject: s\n\nkeep me\n")
+    result = sendmail("-i", "a@example.org", input=b"Subject: s\n\nkeep me\n") \
+        if entry == "sendmail" else \
+        run("-s", "s", "a@example.org", input=b"keep me\n")
     assert result.code == 70
     assert "internal error while building the message (RuntimeError)" in \
         result.err
