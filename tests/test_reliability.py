@@ -449,9 +449,11 @@ GZIPPED = gzip.compress(bytes(range(256)) * 8 + b"\r\n\n\r")
      b"\nY2Fmw6kK\n"),
     (["-t"], b"To: root\nContent-Type: application/octet-stream\n\n" +
      GZIPPED),
+    (["-t"], b"To: root\nContent-Type: multipart/mixed; boundary=B\n\n"
+     b"--B\nContent-Type: text/plain\n\nhi\n--B--\n"),
 ], ids=["binary", "json-attached", "two-authors", "encoded-words",
         "envelope-sender", "t", "t-quote-no-body", "t-quote-no-stdin",
-        "t-quote-base64", "t-binary"])
+        "t-quote-base64", "t-binary", "t-multipart"])
 def test_resent_unbuilt_message_is_the_one_a_direct_send_makes(
         server, mailrc, run, home, tmp_path, args, body):
     report = tmp_path / "report.csv"

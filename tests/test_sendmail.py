@@ -704,3 +704,43 @@ def test_help_says_what_the_entry_takes(sendmail):
     result = sendmail("--help")
     assert result.code == 0
     assert "usage: pymail-sendmail" in result.out and "-t" in result.out
+
+
+MULTIPART = (b"To: a@example.org\nSubject: s\nMIME-Version: 1.0\n"
+             b"Content-Type: multipart/alternative; boundary=XYZ\n\n"
+             b"--XYZ\nContent-Type: text/plain\n\nplain\n"
+             b"--XYZ\nContent-Type: text/html\n\n<b>h</b>\n--XYZ--\n")
+
+
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+def test_t_mime_body_goes_as_it_came(server, mailrc, sendmail, run, entry):
+    mailrc(root_rc(server.port))
+    result = sendmail("-t", "-i", input=MULTIPART) if entry == "sendmail" \
+        else run("-t", input=MULTIPART)
+    assert result.code == 0, result.err
+    received = parsed(server.messages[0].data)
+    assert received.get_content_type() == "multipart/alternative"
+    plain, html = received.iter_parts()
+    assert plain.get_content().strip() == "plain"
+    assert html.get_content().strip() == "<b>h</b>"
+
+
+def test_t_pdf_keeps_its_name_and_disposition(server, mailrc, run):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: s\n"
+               b"Content-Type: application/pdf; name=r.pdf\n"
+               b"Content-Disposition: attachment; filename=r.pdf\n"
+               b"Content-Transfer-Encoding: base64\n\nJVBERi0=\n")
+    assert run("-t", input=message).code == 0
+    received = parsed(server.messages[0].data)
+    assert received.get_filename() == "r.pdf"
+    assert received.get_payload(decode=True) == b"%PDF-"
+
+
+def test_t_mime_body_takes_no_attachment(server, mailrc, run, tmp_path):
+    report = tmp_path / "r.csv"
+    report.write_bytes(b"a\n")
+    mailrc(root_rc(server.port))
+    result = run("-t", "-a", str(report), input=MULTIPART)
+    assert result.code == 65
+    assert "cannot attach r.csv to the multipart/alternative body" in result.err

@@ -17,6 +17,7 @@ from pymail.addresses import Mailbox, expand, parse_list, parse_mailbox, unique
 from pymail.delivery import Sent, bounded, settle_failure, settle_outcome
 from pymail.errors import (
     ConfigError,
+    DataError,
     NoInputError,
     PymailError,
     UsageError,
@@ -28,6 +29,7 @@ from pymail.message import (
     Attachment,
     Draft,
     Message,
+    Payload,
     body_text,
     check_field,
     decode_text,
@@ -62,6 +64,9 @@ class Parsed:
     body: bytes
     body_type: str
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # -t's Content-Type and transfer encoding for a body that is not text
+    # (multipart, a PDF): it goes as it came.
+    mime: tuple[str, str | None] | None = None
 
 
 def send_request(request: Request) -> int:
@@ -123,7 +128,8 @@ def compose(request: Request, settings: Settings, parsed: Parsed,
         # `mail -s x "$UNSET"`: nothing to send to, and nothing lost.
         raise UsageError("no recipients (an empty address was given)")
     message = Message(draft)
-    return message, Envelope(envelope_sender, recipients, utf8=message.utf8)
+    return message, Envelope(envelope_sender, recipients, utf8=message.utf8,
+                             eight_bit=message.eight_bit)
 
 
 def keep_unbuilt(error: PymailError, dead: Path | None, request: Request,
@@ -251,6 +257,7 @@ def read_header_block(parsed: Parsed, request: Request,
     never written."""
     headers, parsed.body = split_header_block(parsed.body, fallbacks)
     content_type = encoding = ""
+    described = []  # Content-Disposition and the like
     for name, value in headers:
         key = name.lower()
         if key in ("to", "cc", "bcc"):
@@ -267,14 +274,20 @@ def read_header_block(parsed: Parsed, request: Request,
                 parsed.body_type = value.partition(";")[0].strip()
         elif key == "content-transfer-encoding":
             encoding = value
-        elif key not in ("mime-version", "resent-bcc") and \
-                not key.startswith("content-"):  # Resent-Bcc: as Bcc
+        elif key.startswith("content-"):
+            described.append((name, value))
+        elif key not in ("mime-version", "resent-bcc"):  # Resent-Bcc: as Bcc
             parsed.headers.append((name, value))
-    # A body already encoded (base64 under its header) is decoded, and
-    # read in the charset its header names: pymail encodes what it sends.
-    if not parsed.body_type.lower().startswith("text/"):
+    text = parsed.body_type.lower().startswith("text/")
+    if content_type and not text and request.body_type == "text/plain":
+        # A MIME body goes as it came, with the headers that describe it.
+        parsed.mime = (content_type, encoding.strip() or None)
+        parsed.headers += described
+    elif not text:  # -M's type: stdin's bytes, their encoding undone
         parsed.body = transfer_decoded(parsed.body, encoding)
     elif encoding or "charset" in content_type.lower():
+        # Decoded (base64 under its header) and read in the charset its
+        # header names: pymail encodes what it sends itself.
         parsed.body = body_text(parsed.body, content_type, encoding,
                                 fallbacks).encode("utf-8")
 
@@ -343,9 +356,15 @@ def make_draft(parsed: Parsed, settings: Settings, senders: list[Mailbox],
         [text_of(settings.text("replyto", "reply-to") or "", fallbacks)],
         "replyto")
     sender_var = text_of(settings.text("sender") or "", fallbacks)
+    passthrough = None
+    if parsed.mime:
+        if attachments:
+            raise DataError(f"cannot attach {attachments[0].name} to the "
+                            f"{parsed.body_type} body the -t headers give")
+        passthrough = (*parsed.mime, Payload.of([parsed.body]))
     draft = Draft(
         sender=senders, to=to, cc=cc, subject=parsed.subject,
-        body=parsed.body, body_type=parsed.body_type,
+        body=parsed.body, body_type=parsed.body_type, passthrough=passthrough,
         attachments=attachments, reply_to=reply_to,
         sender_header=parse_mailbox(sender_var, "sender") if sender_var
         else None,
