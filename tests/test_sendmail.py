@@ -744,3 +744,21 @@ def test_t_mime_body_takes_no_attachment(server, mailrc, run, tmp_path):
     result = run("-t", "-a", str(report), input=MULTIPART)
     assert result.code == 65
     assert "cannot attach r.csv to the multipart/alternative body" in result.err
+
+
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+@pytest.mark.parametrize("charset, body, text", [
+    (b"ISO-2022-JP", "日本語\n".encode("iso2022_jp"), "日本語\n"),
+    (b"iso-8859-1", b"\xc3\xa9\n", "Ã©\n"),  # as declared, not as UTF-8
+    (b"unicode_escape", b"a\\x00b\n", "a\\x00b\n"),  # no charset of mail
+])
+def test_t_body_is_read_in_the_charset_its_header_names(
+        server, mailrc, sendmail, run, entry, charset, body, text):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: s\nContent-Type: text/plain; "
+               b"charset=" + charset + b"\n\n" + body)
+    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
+        else run("-t", input=message)
+    assert result.code == 0, result.err
+    received = parsed(server.messages[0].data)
+    assert received.get_content().replace("\r\n", "\n") == text

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
@@ -69,15 +70,22 @@ OWN_HEADERS = frozenset({
 FIELD_NAME = re.compile(r"[!-9;-~]+")
 
 
+# Text codecs Python has that no mail names: they would turn `\x00` in the
+# text into a NUL, or the like.
+NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "idna",
+                          "punycode", "undefined"})
+
+
 def usable_charset(name: str | None) -> str | None:
     """A codec name Python knows, or None (unknown, ASCII or UTF-8)."""
     if not name:
         return None
     try:
         codec = codecs.lookup(name).name
+        "".encode(codec)  # LookupError for base64_codec, rot13 and such
     except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
-    if codec in ("ascii", "utf-8"):
+    if codec in ("ascii", "utf-8") or codec in NOT_CHARSETS:
         return None
     return codec
 
@@ -667,12 +675,16 @@ def body_text(body: bytes, content_type: str, encoding: str,
     """A text body given with its headers: its transfer encoding undone,
     read in its charset (else as stdin is)."""
     body = transfer_decoded(body, encoding)
-    charset = None
     for param in content_type.split(";")[1:]:
         key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            charset = usable_charset(value.strip().strip('"'))
-    return decode_text(body, (charset, *fallbacks) if charset else fallbacks)
+        charset = usable_charset(value.strip().strip('"')) \
+            if key.strip().lower() == "charset" else None
+        if charset:
+            # The charset named comes first: ISO-2022-JP text is ASCII,
+            # Latin-1 text may look like UTF-8.
+            with suppress(UnicodeDecodeError):
+                return body.decode(charset)
+    return decode_text(body, fallbacks)
 
 
 def decoded_header(name: str, value: str) -> str:
