@@ -556,9 +556,23 @@ def test_auth_variables_beat_url() -> None:
     assert result.auth()[1:] == ("varuser", "varpw")
 
 
-def test_auth_url_password_with_variable_user() -> None:
+def test_auth_url_password_goes_only_with_the_url_user() -> None:
     result = make(smtp="smtps://urluser:urlpw@h.example", smtp_auth_user="varuser")
-    assert result.auth()[1:] == ("varuser", "urlpw")
+    assert result.auth()[1:] == ("varuser", None)  # no password: exit 78
+    result = make(smtp_auth_user="varuser", smtp_auth_password="varpw",
+                  smtp="smtps://urluser@h.example")
+    assert result.auth()[1:] == ("urluser", "varpw")  # as in s-nail
+    # -v names where the password came from: here, the URL.
+    result = make(smtp_auth_password="varpw", smtp="smtps://u:pw@h.example")
+    assert result.credentials()[2:] == ("pw", "smtp")
+
+
+def test_s_password_beats_a_files_smtp_auth_password(places: Places) -> None:
+    write(places.user_rc, "set smtp=h.example smtp-auth-user=u@x.org "
+          "smtp-auth-password=WRONG\n")
+    settings = resolve("password=RIGHT", "user=v@x.org")
+    assert settings.auth()[1:] == ("v@x.org", "RIGHT")
+    assert settings.credentials()[3] == "password"
 
 
 def test_auth_old_names() -> None:

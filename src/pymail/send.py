@@ -90,10 +90,9 @@ def send_request(request: Request) -> int:
     for name, why in NO_EFFECT.items():
         if settings.flag(name):
             log.info("%s is accepted: %s", name, why)
-    for name in ("smtp-auth-password", "password"):
-        if settings.flag(name):
-            log.info("the password comes from %s", settings.origin(name))
-            break
+    password_source = settings.credentials()[3]
+    if password_source:
+        log.info("the password comes from %s", settings.origin(password_source))
 
     body = read_body(settings)
     dead = settings.dead_letter()

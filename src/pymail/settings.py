@@ -92,6 +92,10 @@ class Relay:
         return f"{host}:{self.port}"
 
 
+# The names a password may have: heirloom's, then s-nail's.
+PASSWORDS = ("smtp-auth-password", "password")
+
+
 @dataclass(repr=False, eq=False)
 class Settings:
     """Everything a send needs, resolved from every source."""
@@ -152,32 +156,53 @@ class Settings:
                           hint=relay_hint())
 
     def auth(self) -> tuple[str | None, str | None, str | None]:
-        """(mechanism or None for automatic, user, password).
+        """(mechanism or None for automatic, user, password)."""
+        mechanism, user, password, _ = self.credentials()
+        return mechanism, user, password
+
+    def credentials(self) -> tuple[str | None, str | None, str | None,
+                                   str | None]:
+        """(mechanism, user, password, the variable the password came from).
 
         Each may be given for one relay or one login, as s-nail and heirloom
         document: smtp-auth-password-USER@HOST, then -HOST, then the plain
-        name (also for smtp-auth and smtp-auth-user, -HOST only).
+        name (also for smtp-auth, and smtp-auth-user, -HOST only); s-nail's
+        user and password stand beside the smtp-auth- names. Of names that
+        are alike, and of a login or password in the relay's URL, the one
+        set last wins, as for any variable (-S beats the files). The URL's
+        password goes only with the URL's login.
         """
         try:
             host: str | None = self.relay().host
         except ConfigError:
             host = None
-        # A login or password in the relay's URL and one in a variable: the
-        # one set last wins, as for any variable (-S beats the files).
         url = self.relay_variable()
         url_user, url_password = self._url_credentials()
-        named = self._variant_name("smtp-auth-user", None, host) or \
-            ("user" if self.text("user") else None)
+        named = self._chosen([[f"smtp-auth-user-{host}", f"user-{host}"]
+                              if host else [], ["smtp-auth-user", "user"]])
         user = url_user if url_user and self._newest(url, named) == url \
-            else self.get(named) if named else None
+            else self.text(named) if named else None
         mechanism = (self._variant("smtp-auth", user, host) or "").lower()
-        named = self._variant_name("smtp-auth-password", user, host,
-                                   empty=True) or \
-            ("password" if self.flag("password") else None)
-        password = url_password if url_password is not None and \
-            self._newest(url, named) == url \
-            else self.get(named) if named else None
-        return mechanism or None, user, password
+        levels = [[f"{n}-{user}@{host}" for n in PASSWORDS] if user and host
+                  else [], [f"{n}-{host}" for n in PASSWORDS] if host else [],
+                  list(PASSWORDS)]
+        named = self._chosen(levels, empty=True)
+        if url_password is not None and user == url_user and \
+                self._newest(url, named) == url:
+            return mechanism or None, user, url_password, url
+        password = self.get(named) if named else None
+        return mechanism or None, user, password, named
+
+    def _chosen(self, levels: list[list[str]], *,
+                empty: bool = False) -> str | None:
+        """The variable set last among the first level of names that has
+        one set (to a non-empty value, unless empty)."""
+        for names in levels:
+            found = [n for n in names
+                     if (self.get(n) if empty else self.text(n)) is not None]
+            if found:
+                return self._newest(*found)
+        return None
 
     def _newest(self, *names: str | None) -> str | None:
         """Of the variables named (None: not set), the one set last."""
@@ -238,7 +263,11 @@ class Settings:
         value = self.variables[name] if name else ""
         if "://" not in value:
             return None, None
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises for a broken one, as relay() says
+        except ValueError:
+            return None, None
         user = unquote(parts.username) if parts.username else None
         password = (unquote(parts.password) if parts.password is not None
                     else None)
