@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -69,6 +70,7 @@ class Kept:
     attachments: list[str] = field(default_factory=list)  # see ATTACH_HEADER
     account: str | None = None  # see ACCOUNT_HEADER
     cut: bool = False  # an envelope line longer than ENVELOPE_LINE
+    resent: bool = False  # marked sent where it is (see SENT_FROM)
 
     @property
     def resendable(self) -> bool:
@@ -157,6 +159,7 @@ def append_private(path: Path, pieces: Iterable[bytes]) -> None:
     The lock is the one --resend takes while it rewrites the file; after
     waiting for it, a file that was replaced meanwhile is opened anew.
     """
+    path = _link_target(path)
     while True:
         try:
             fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
@@ -172,6 +175,20 @@ def append_private(path: Path, pieces: Iterable[bytes]) -> None:
                 return
         finally:
             os.close(fd)
+
+
+def _link_target(path: Path) -> Path:
+    """Where a symbolic link of this user's that points to no file yet
+    leads, for the file to be made there, as mailx does; anyone else's link
+    is never followed to make a file (the open fails instead)."""
+    try:
+        link = os.lstat(path)
+    except OSError:
+        return path
+    if stat.S_ISLNK(link.st_mode) and link.st_uid == os.geteuid() and \
+            not path.exists():
+        return Path(os.path.realpath(path))
+    return path
 
 
 def _append(fd: int, pieces: Iterable[bytes]) -> None:
@@ -282,6 +299,8 @@ def read_entry(stream: BinaryIO, span: Span) -> Kept:
             cut = cut or (length > len(line) and
                           not line.startswith(ERROR_HEADER))
         line = line.rstrip(b"\n")
+        if line.startswith(SENT_FROM) and sender is None and not recipients:
+            return Kept(None, [], partial(iter, []), resent=True)
         if line.startswith(ENVELOPE_FROM):
             sender = _bracketed(line[len(ENVELOPE_FROM):])
         elif line.startswith(ENVELOPE_TO):

@@ -289,6 +289,9 @@ def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
     owner = os.fstat(stream.fileno()).st_uid
     for span in entries:
         kept = deadletter.read_entry(stream, span)
+        if kept.resent:  # sent by a run that could not remove it: now
+            done.append(deadletter.fingerprint(stream, span))
+            continue
         if _reads_files(kept) and owner != os.geteuid():
             print(f"pymail: {path}: a message names files to read, and "
                   "the file is another user's: left as it is",
