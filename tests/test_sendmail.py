@@ -762,3 +762,16 @@ def test_t_body_is_read_in_the_charset_its_header_names(
     assert result.code == 0, result.err
     received = parsed(server.messages[0].data)
     assert received.get_content().replace("\r\n", "\n") == text
+
+
+@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
+def test_comments_before_an_address_are_names(server, mailrc, sendmail, run,
+                                              entry):
+    mailrc(root_rc(server.port))
+    message = (b"To: (note) a@example.org\nBcc: (c: x) z@example.org\n"
+               b"Subject: s\n\nbody\n")
+    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
+        else run("-t", input=message)
+    assert result.code == 0, result.err
+    assert server.messages[0].rcpt_tos == ["a@example.org", "z@example.org"]
+    assert b"z@example.org" not in server.messages[0].data

@@ -127,11 +127,19 @@ def wire_address(addr: str, where: str) -> str:
     return f"{local}@{ascii_domain}"
 
 
+# A comment holding no other (nested ones go from the inside out).
+COMMENT = re.compile(r"\([^()]*\)")
+
+
 def _whole(text: str, addr: str) -> bool:
     """True when parseaddr used all of text (it drops what it cannot read)."""
     if "<" in text:
         return text.rstrip().endswith(">")
-    return text.split("(")[0].strip() == addr
+    # What is left without its comments, before or after: `(note) a@b`.
+    bare, count = text, 1
+    while count:
+        bare, count = COMMENT.subn(" ", bare)
+    return bare.strip() == addr
 
 
 def parse_list(values: list[str] | tuple[str, ...], where: str) -> list[Mailbox]:
