@@ -242,11 +242,17 @@ def test_a_dangling_link_of_ones_own_gets_its_file(mailrc, run, home,
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="lchown needs root")
+@pytest.mark.parametrize("chained", [False, True])
 def test_a_dangling_link_of_someone_elses_is_not_followed(mailrc, run, home,
-                                                          tmp_path):
+                                                          tmp_path, chained):
     real = tmp_path / "planted"
-    (home / "dead.letter").symlink_to(real)
-    os.lchown(home / "dead.letter", 65534, 65534)
+    theirs = tmp_path / "shared.dead.letter"
+    theirs.symlink_to(real)
+    os.lchown(theirs, 65534, 65534)
+    if chained:  # through a link of one's own first
+        (home / "dead.letter").symlink_to(theirs)
+    else:
+        theirs.rename(home / "dead.letter")
     mailrc(recipe(free_port()))
     result = send(run)
     assert result.code == 73  # printed on stderr instead

@@ -178,17 +178,18 @@ def append_private(path: Path, pieces: Iterable[bytes]) -> None:
 
 
 def _link_target(path: Path) -> Path:
-    """Where a symbolic link of this user's that points to no file yet
-    leads, for the file to be made there, as mailx does; anyone else's link
-    is never followed to make a file (the open fails instead)."""
+    """Where a symbolic link of this user's that points to nothing yet (no
+    file, no other link) leads, for the file to be made there, as mailx
+    does; anyone else's link is never followed to make a file (the open
+    fails instead), nor a chain of links."""
     try:
         link = os.lstat(path)
+        if not stat.S_ISLNK(link.st_mode) or link.st_uid != os.geteuid():
+            return path
+        target = path.parent / os.readlink(path)
     except OSError:
         return path
-    if stat.S_ISLNK(link.st_mode) and link.st_uid == os.geteuid() and \
-            not path.exists():
-        return Path(os.path.realpath(path))
-    return path
+    return path if os.path.lexists(target) else target
 
 
 def _append(fd: int, pieces: Iterable[bytes]) -> None:
