@@ -482,9 +482,12 @@ GZIPPED = gzip.compress(bytes(range(256)) * 8 + b"\r\n\n\r")
      GZIPPED),
     (["-t"], b"To: root\nContent-Type: multipart/mixed; boundary=B\n\n"
      b"--B\nContent-Type: text/plain\n\nhi\n--B--\n"),
+    (["-t"], b"To: root\nContent-Type: text/plain; charset=utf-16-le\n"
+     b"Content-Transfer-Encoding: binary\n\n" + "hi\nthere\n".encode(
+         "utf-16-le")),
 ], ids=["binary", "json-attached", "two-authors", "encoded-words",
         "envelope-sender", "t", "t-quote-no-body", "t-quote-no-stdin",
-        "t-quote-base64", "t-binary", "t-multipart"])
+        "t-quote-base64", "t-binary", "t-multipart", "t-utf16"])
 def test_resent_unbuilt_message_is_the_one_a_direct_send_makes(
         server, mailrc, run, home, tmp_path, args, body):
     report = tmp_path / "report.csv"

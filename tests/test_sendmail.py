@@ -775,3 +775,40 @@ def test_comments_before_an_address_are_names(server, mailrc, sendmail, run,
     assert result.code == 0, result.err
     assert server.messages[0].rcpt_tos == ["a@example.org", "z@example.org"]
     assert b"z@example.org" not in server.messages[0].data
+
+
+@pytest.mark.parametrize("content_type", [b"text; charset=utf-8", b"html",
+                                          b"; charset=utf-8", b""])
+def test_t_content_type_without_a_subtype_is_plain_text(server, mailrc, run,
+                                                        content_type):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nContent-Type: " + content_type +
+               "\nSubject: t\n\n备份完成\n".encode())
+    result = run("-t", input=message)
+    assert result.code == 0, result.err
+    received = parsed(server.messages[0].data)
+    assert received.get_content_type() == "text/plain"
+    assert received.get_content().strip() == "备份完成"
+
+
+def test_t_first_content_type_counts_and_the_rest_describe(server, mailrc,
+                                                            run):
+    mailrc(root_rc(server.port))
+    message = (b"To: a@example.org\nSubject: t\nContent-Type: text/plain\n"
+               b"Content-Type: multipart/mixed; boundary=X\n"
+               b"Content-Disposition: attachment; filename=r.txt\n\nhi\n")
+    assert run("-t", input=message).code == 0
+    received = parsed(server.messages[0].data)
+    assert received.get_content_type() == "text/plain"
+    assert received.get_filename() == "r.txt"
+
+
+def test_t_quote_before_a_mime_body_is_refused(server, mailrc, run, tmp_path):
+    quote = tmp_path / "q.txt"
+    quote.write_bytes(b"quoted\n")
+    mailrc(root_rc(server.port))
+    result = run("-t", "-q", str(quote), input=MULTIPART)
+    assert result.code == 65
+    assert "-q cannot put text before the multipart/alternative body" in \
+        result.err
+    assert server.messages == []

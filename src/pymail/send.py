@@ -268,21 +268,30 @@ def read_header_block(parsed: Parsed, request: Request,
             if request.from_ is None:
                 parsed.sender = value
         elif key == "content-type":
-            content_type = value
-            if request.body_type == "text/plain":
-                parsed.body_type = value.partition(";")[0].strip()
+            if not content_type:  # the first, as the sendmail entry reads
+                content_type = value or " "
         elif key == "content-transfer-encoding":
-            encoding = value
+            encoding = encoding or value
         elif key.startswith("content-"):
             described.append((name, value))
         elif key not in ("mime-version", "resent-bcc"):  # Resent-Bcc: as Bcc
             parsed.headers.append((name, value))
+    kind = content_type.partition(";")[0].strip()
+    if request.body_type == "text/plain" and content_type:
+        # No subtype (`text`, empty): plain text, as RFC 2045 says.
+        parsed.body_type = kind if "/" in kind else "text/plain"
     text = parsed.body_type.lower().startswith("text/")
-    if content_type and not text and request.body_type == "text/plain":
+    if not text and request.body_type == "text/plain":
         # A MIME body goes as it came, with the headers that describe it.
+        if request.quote_file:
+            raise DataError(f"-q cannot put text before the {kind} body "
+                            "the -t headers give")
         parsed.mime = (content_type, encoding.strip() or None)
         parsed.headers += described
-    elif not text:  # -M's type: stdin's bytes, their encoding undone
+        return
+    if not request.attach:  # one part: what describes it still does
+        parsed.headers += described
+    if not text:  # -M's type: stdin's bytes, their encoding undone
         parsed.body = transfer_decoded(parsed.body, encoding)
     elif encoding or "charset" in content_type.lower():
         # Decoded (base64 under its header) and read in the charset its

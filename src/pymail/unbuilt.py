@@ -72,14 +72,14 @@ def _stored(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
                     at = len(body)
             body = body[:at] + quote + body[at:]
             fields["quote_file"] = None
-    text = request.body_type.lower().startswith("text/")
-    if text and request.read_headers:
-        with suppress(PymailError):
-            headers, _ = split_header_block(body, strict=False)
-            for name, value in headers:
-                if name.lower() == "content-type" and \
-                        request.body_type.lower() == "text/plain":
-                    text = value.strip().lower().startswith("text/")
+    # Text survives dead.letter's line ends; other bodies, and text in
+    # UTF-16 and such (NULs), go as base64.
+    text = request.body_type.lower().startswith("text/") and b"\0" not in body
+    if text and request.read_headers and request.body_type == "text/plain":
+        headers, _ = split_header_block(body, strict=False)
+        types = [v for n, v in headers if n.lower() == "content-type"]
+        kind = types[0].partition(";")[0].strip().lower() if types else ""
+        text = kind.startswith("text/") or "/" not in kind
     fields["base64"] = not text
     if not text:
         body = base64.encodebytes(body)  # in lines of 76
