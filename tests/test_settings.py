@@ -713,3 +713,14 @@ def test_get_text_flag_origin() -> None:
 def test_hostname() -> None:
     assert make(hostname="me.example").hostname() == "me.example"
     assert make().hostname()
+
+
+def test_an_empty_password_is_none(places: Places,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # An unset secret in docker or CI often comes as an empty variable.
+    write(places.user_rc, "set smtp=smtps://u%40x.org:@h.example "
+          "smtp-auth-password=filepw\n")
+    monkeypatch.setenv("PYMAIL_SMTP_AUTH_PASSWORD", "")
+    assert resolve().auth()[1:] == ("u@x.org", "filepw")
+    monkeypatch.setenv("PYMAIL_PASSWORD", "")
+    assert resolve("smtp-auth-password=").auth()[2] is None

@@ -93,6 +93,9 @@ def send_request(request: Request) -> int:
     password_source = settings.credentials()[3]
     if password_source:
         log.info("the password comes from %s", settings.origin(password_source))
+    elif settings.text("pymail-password-command"):
+        log.info("the password comes from pymail-password-command (%s)",
+                 settings.origin("pymail-password-command"))
 
     body = read_body(settings)
     dead = settings.dead_letter()

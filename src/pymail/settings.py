@@ -186,20 +186,21 @@ class Settings:
         levels = [[f"{n}-{user}@{host}" for n in PASSWORDS] if user and host
                   else [], [f"{n}-{host}" for n in PASSWORDS] if host else [],
                   list(PASSWORDS)]
-        named = self._chosen(levels, empty=True)
-        if url_password is not None and user == url_user and \
+        # An empty password is none (an unset secret in docker or CI often
+        # comes as PYMAIL_SMTP_AUTH_PASSWORD=): pymail-password-command or
+        # the error that no password is set follow.
+        named = self._chosen(levels)
+        if url_password and user == url_user and \
                 self._newest(url, named) == url:
             return mechanism or None, user, url_password, url
-        password = self.get(named) if named else None
+        password = self.text(named) if named else None
         return mechanism or None, user, password, named
 
-    def _chosen(self, levels: list[list[str]], *,
-                empty: bool = False) -> str | None:
+    def _chosen(self, levels: list[list[str]]) -> str | None:
         """The variable set last among the first level of names that has
-        one set (to a non-empty value, unless empty)."""
+        one set to a non-empty value."""
         for names in levels:
-            found = [n for n in names
-                     if (self.get(n) if empty else self.text(n)) is not None]
+            found = [n for n in names if self.text(n) is not None]
             if found:
                 return self._newest(*found)
         return None
@@ -654,6 +655,10 @@ def _parse_env(text: str, path: Path) -> dict[str, str | None]:
 
 def _assign_env(state: RcState, name: str, value: str, where: str,
                 source: str) -> None:
+    """An empty value sets nothing (docker and CI give an unset secret as
+    PYMAIL_SMTP_AUTH_PASSWORD=): what the files say stands."""
+    if name not in BOOLEANS and not value:
+        return
     if name in BOOLEANS and value.strip().lower() in FALSE_WORDS:
         state.assign(name, None, where, source)
     elif name in BOOLEANS:
