@@ -275,6 +275,8 @@ def test_resend_that_cannot_rewrite_the_file_marks_what_it_sent(
     blocker.rmdir()
     again, second = resend_to(cert, mailrc, run, {})
     assert again.code == 0, again.err
+    assert "resent 1 of 1 message(s)" in again.out
+    assert "removed 1 an earlier run had sent" in again.out
     assert [m.rcpt_tos for m in first.messages + second.messages] == [
         ["sent@example.org"], ["refused@example.org"]]
     # Once the file can be rewritten, what was marked sent leaves it too.

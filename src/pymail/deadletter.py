@@ -415,14 +415,16 @@ def _mark_sent(fd: int, stream: BinaryIO, sent: list[Span], path: Path,
     """Rename the envelope line of each entry sent (same length, written in
     place: a full disk takes it), which leaves the entry without an
     envelope: --resend leaves such entries alone."""
+    marked = 0
     try:
         for span in sent:
             stream.seek(span.start)
             at = span.start + _line_length(stream)
             if stream.read(len(ENVELOPE_FROM)) == ENVELOPE_FROM:
                 os.pwrite(fd, SENT_FROM, at)
+            marked += 1
     except OSError as exc:
-        raise _unremoved(path, len(sent), cause) from exc
+        raise _unremoved(path, len(sent) - marked, cause) from exc
     log.warning("could not rewrite %s (%s): the %d message(s) resent stay "
                 "in it, marked %s", path, cause.strerror or cause, len(sent),
                 SENT_FROM.decode().strip())

@@ -255,10 +255,10 @@ def _resend_file(relays: Relays, path: Path, named: bool,
             raise NoInputError(f"cannot read {path}: "
                                f"{exc.strerror or exc}") from exc
         done: list[tuple[int, str]] = []
-        code, skipped = EX_OK, 0
+        code, skipped, cleared = EX_OK, 0, 0
         try:
-            code, skipped = _resend_entries(relays, path, stream, entries,
-                                            done)
+            code, skipped, cleared = _resend_entries(relays, path, stream,
+                                                     entries, done)
         finally:
             # Even when interrupted: what was delivered leaves the file.
             if done:
@@ -272,17 +272,20 @@ def _resend_file(relays: Relays, path: Path, named: bool,
     if skipped:
         print(f"pymail: {path}: {skipped} message(s) without a recorded "
               "envelope were left as they are", file=sys.stderr)
-    print(f"resent {len(done)} of {len(entries)} message(s) from {path}")
+    print(f"resent {len(done) - cleared} of {len(entries) - cleared} "
+          f"message(s) from {path}" + (f"; removed {cleared} an earlier run "
+                                       "had sent" if cleared else ""))
     return code
 
 
 def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
                     entries: list[deadletter.Span],
-                    done: list[tuple[int, str]]) -> tuple[int, int]:
+                    done: list[tuple[int, str]]) -> tuple[int, int, int]:
     """Resend the entries, adding each one delivered to done; returns the
-    exit status and the number skipped for want of an envelope."""
+    exit status, the number skipped for want of an envelope and the number
+    an earlier run had sent (marked so, now added to done)."""
     code = EX_OK
-    skipped = 0
+    skipped = cleared = 0
     # Attachments are read by the paths the file names: only from a file
     # of this user's (root resending /home/bob/dead.letter must not mail
     # bob the files bob names).
@@ -291,6 +294,7 @@ def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
         kept = deadletter.read_entry(stream, span)
         if kept.resent:  # sent by a run that could not remove it: now
             done.append(deadletter.fingerprint(stream, span))
+            cleared += 1
             continue
         if _reads_files(kept) and owner != os.geteuid():
             print(f"pymail: {path}: a message names files to read, and "
@@ -314,7 +318,7 @@ def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
         code = graver(code, status)
         if sent:
             done.append(mark)
-    return code, skipped
+    return code, skipped, cleared
 
 
 def _reads_files(kept: deadletter.Kept) -> bool:
