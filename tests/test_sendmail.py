@@ -74,6 +74,15 @@ def sendmail(monkeypatch: pytest.MonkeyPatch,
     return invoke
 
 
+@pytest.fixture(params=["sendmail", "pymail"])
+def minus_t(request: pytest.FixtureRequest, sendmail: SendmailRun,
+            run: Callable[..., Result]) -> Callable[[bytes], Result]:
+    """Send a message with -t, through the sendmail entry or pymail."""
+    if request.param == "sendmail":
+        return lambda message: sendmail("-t", "-i", input=message)
+    return lambda message: run("-t", input=message)
+
+
 def parsed(data: bytes) -> email.message.EmailMessage:
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
@@ -162,13 +171,11 @@ def test_t_every_to_cc_and_bcc_header_counts(server, mailrc, sendmail):
     assert b"h1@" not in received.data and b"h2@" not in received.data
 
 
-@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
-def test_t_resent_bcc_is_never_written(server, mailrc, sendmail, run, entry):
+def test_t_resent_bcc_is_never_written(server, minus_t, mailrc):
     mailrc(root_rc(server.port))
     message = (b"To: a@example.org\nResent-Bcc: hidden@example.org\n"
                b"Subject: t\n\nbody\n")
-    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
-        else run("-t", input=message)
+    result = minus_t(message)
     assert result.code == 0, result.err
     assert b"hidden@example.org" not in server.messages[0].data
 
@@ -661,14 +668,12 @@ def test_a_charset_name_holding_a_nul_is_unknown(server, mailrc, sendmail):
     assert b"cron output" in server.messages[0].data
 
 
-@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
-def test_groups_give_their_members(server, mailrc, sendmail, run, entry):
+def test_groups_give_their_members(server, minus_t, mailrc):
     mailrc(root_rc(server.port))
     message = (b"To: undisclosed-recipients:;\nCc: team: a@example.org, "
                b'"B, b" <b@example.org>;\nBcc: h@example.org\nSubject: s\n'
                b"\nbody\n")
-    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
-        else run("-t", input=message)
+    result = minus_t(message)
     assert result.code == 0, result.err
     received = server.messages[0]
     assert received.rcpt_tos == ["a@example.org", "b@example.org",
@@ -676,22 +681,19 @@ def test_groups_give_their_members(server, mailrc, sendmail, run, entry):
     assert parsed(received.data)["Cc"].addresses[1].display_name == "B, b"
 
 
-@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
 @pytest.mark.parametrize("content_type, encoding, body, text", [
     (b"text/plain; charset=utf-8", b"base64", b"Y2Fmw6kK\n", "café\n"),
     (b"text/plain; charset=gbk", b"quoted-printable", b"=B1=B8=B7=DD\n",
      "备份\n"),
     (b"application/octet-stream", b"base64", b"AAEC/w==\n", None),
 ])
-def test_t_body_already_encoded_is_decoded(server, mailrc, sendmail, run,
-                                           entry, content_type, encoding,
-                                           body, text):
+def test_t_body_already_encoded_is_decoded(server, minus_t, mailrc,
+                                           content_type, encoding, body, text):
     mailrc(root_rc(server.port))
     message = (b"To: a@example.org\nSubject: s\nContent-Type: " +
                content_type + b"\nContent-Transfer-Encoding: " + encoding +
                b"\n\n" + body)
-    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
-        else run("-t", input=message)
+    result = minus_t(message)
     assert result.code == 0, result.err
     received = parsed(server.messages[0].data)
     if text is None:
@@ -712,11 +714,9 @@ MULTIPART = (b"To: a@example.org\nSubject: s\nMIME-Version: 1.0\n"
              b"--XYZ\nContent-Type: text/html\n\n<b>h</b>\n--XYZ--\n")
 
 
-@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
-def test_t_mime_body_goes_as_it_came(server, mailrc, sendmail, run, entry):
+def test_t_mime_body_goes_as_it_came(server, minus_t, mailrc):
     mailrc(root_rc(server.port))
-    result = sendmail("-t", "-i", input=MULTIPART) if entry == "sendmail" \
-        else run("-t", input=MULTIPART)
+    result = minus_t(MULTIPART)
     assert result.code == 0, result.err
     received = parsed(server.messages[0].data)
     assert received.get_content_type() == "multipart/alternative"
@@ -746,32 +746,28 @@ def test_t_mime_body_takes_no_attachment(server, mailrc, run, tmp_path):
     assert "cannot attach r.csv to the multipart/alternative body" in result.err
 
 
-@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
 @pytest.mark.parametrize("charset, body, text", [
     (b"ISO-2022-JP", "日本語\n".encode("iso2022_jp"), "日本語\n"),
     (b"iso-8859-1", b"\xc3\xa9\n", "Ã©\n"),  # as declared, not as UTF-8
     (b"unicode_escape", b"a\\x00b\n", "a\\x00b\n"),  # no charset of mail
 ])
-def test_t_body_is_read_in_the_charset_its_header_names(
-        server, mailrc, sendmail, run, entry, charset, body, text):
+def test_t_body_is_read_in_the_charset_its_header_names(server, minus_t,
+                                                        mailrc, charset, body,
+                                                        text):
     mailrc(root_rc(server.port))
     message = (b"To: a@example.org\nSubject: s\nContent-Type: text/plain; "
                b"charset=" + charset + b"\n\n" + body)
-    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
-        else run("-t", input=message)
+    result = minus_t(message)
     assert result.code == 0, result.err
     received = parsed(server.messages[0].data)
     assert received.get_content().replace("\r\n", "\n") == text
 
 
-@pytest.mark.parametrize("entry", ["sendmail", "pymail"])
-def test_comments_before_an_address_are_names(server, mailrc, sendmail, run,
-                                              entry):
+def test_comments_before_an_address_are_names(server, minus_t, mailrc):
     mailrc(root_rc(server.port))
     message = (b"To: (note) a@example.org\nBcc: (c: x) z@example.org\n"
                b"Subject: s\n\nbody\n")
-    result = sendmail("-t", "-i", input=message) if entry == "sendmail" \
-        else run("-t", input=message)
+    result = minus_t(message)
     assert result.code == 0, result.err
     assert server.messages[0].rcpt_tos == ["a@example.org", "z@example.org"]
     assert b"z@example.org" not in server.messages[0].data
