@@ -737,13 +737,19 @@ def test_t_pdf_keeps_its_name_and_disposition(server, mailrc, run):
     assert received.get_payload(decode=True) == b"%PDF-"
 
 
-def test_t_mime_body_takes_no_attachment(server, mailrc, run, tmp_path):
-    report = tmp_path / "r.csv"
-    report.write_bytes(b"a\n")
+@pytest.mark.parametrize("option, said", [
+    ("-a", "cannot attach r.csv to the multipart/alternative body"),
+    ("-q", "-q cannot put text before the multipart/alternative body"),
+])
+def test_t_mime_body_takes_no_attachment_nor_quote(server, mailrc, run,
+                                                   tmp_path, option, said):
+    extra = tmp_path / "r.csv"
+    extra.write_bytes(b"a\n")
     mailrc(root_rc(server.port))
-    result = run("-t", "-a", str(report), input=MULTIPART)
+    result = run("-t", option, str(extra), input=MULTIPART)
     assert result.code == 65
-    assert "cannot attach r.csv to the multipart/alternative body" in result.err
+    assert said in result.err
+    assert server.messages == []
 
 
 @pytest.mark.parametrize("charset, body, text", [
@@ -797,14 +803,3 @@ def test_t_first_content_type_counts_and_the_rest_describe(server, mailrc,
     received = parsed(server.messages[0].data)
     assert received.get_content_type() == "text/plain"
     assert received.get_filename() == "r.txt"
-
-
-def test_t_quote_before_a_mime_body_is_refused(server, mailrc, run, tmp_path):
-    quote = tmp_path / "q.txt"
-    quote.write_bytes(b"quoted\n")
-    mailrc(root_rc(server.port))
-    result = run("-t", "-q", str(quote), input=MULTIPART)
-    assert result.code == 65
-    assert "-q cannot put text before the multipart/alternative body" in \
-        result.err
-    assert server.messages == []

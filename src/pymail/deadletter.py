@@ -41,6 +41,7 @@ ERROR_HEADER = b"X-Pymail-Error: "
 # JSON (kept by pymail): as the command line recorded in the JSON would
 # (see pymail.unbuilt).
 REBUILD_HEADER = b"X-Pymail-Rebuild: "
+COMMAND_LINE = "mailx "  # what the rebuild line of pymail's own starts with
 # An attachment (its absolute path) of a message kept unbuilt: --resend
 # attaches the file as it is then.
 ATTACH_HEADER = b"X-Pymail-Attach: "
@@ -77,9 +78,14 @@ class Kept:
         if self.cut:
             return False
         if self.rebuild:
-            mode = self.rebuild.partition(" ")[0]
-            return bool(self.recipients) or mode in ("t", "mailx")
+            return bool(self.recipients) or self.rebuild == "t" or \
+                self.rebuild.startswith("t ") or self.by_command_line
         return self.sender is not None and bool(self.recipients)
+
+    @property
+    def by_command_line(self) -> bool:
+        """Kept unbuilt by pymail, with its command line (see unbuilt)."""
+        return bool(self.rebuild and self.rebuild.startswith(COMMAND_LINE))
 
     @property
     def message(self) -> bytes:

@@ -151,8 +151,8 @@ def bounded(deadline: float) -> Iterator[None]:
 
     def on_alarm(number: int, frame: FrameType | None) -> None:
         raise Stopped(f"delivery took longer than {deadline:g}s",
-                               hint="a slow or stuck relay; pymail-deadline "
-                               "sets the limit")
+                      hint="a slow or stuck relay; pymail-deadline sets the "
+                      "limit")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, deadline)

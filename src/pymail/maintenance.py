@@ -206,12 +206,10 @@ def _prepared(settings: Settings, kept: deadletter.Kept,
     """The envelope and bytes to send for a kept message; one kept before
     it was built is built now, as the sendmail entry builds messages, with
     its attachments (added to opened, for the caller to close)."""
-    if kept.rebuild and kept.rebuild.startswith("mailx "):
+    if kept.by_command_line:
         from pymail import unbuilt
 
-        message, envelope = unbuilt.build(settings, kept.rebuild,
-                                          kept.attachments, kept.account,
-                                          kept.message, opened)
+        message, envelope = unbuilt.build(settings, kept, opened)
         return envelope, message.chunks
     if kept.rebuild:
         from pymail.message import Attachment
@@ -324,10 +322,10 @@ def _resend_entries(relays: Relays, path: Path, stream: BinaryIO,
 def _reads_files(kept: deadletter.Kept) -> bool:
     """Whether building the message reads files by the paths it names
     (attachments, -q's file)."""
-    if kept.rebuild and kept.rebuild.startswith("mailx "):
+    if kept.by_command_line:
         from pymail import unbuilt
 
-        return unbuilt.reads_files(kept.rebuild, kept.attachments)
+        return unbuilt.reads_files(kept)
     return bool(kept.attachments)
 
 

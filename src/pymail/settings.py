@@ -176,8 +176,9 @@ class Settings:
             host: str | None = self.relay().host
         except ConfigError:
             host = None
-        url = self.relay_variable()
-        url_user, url_password = self._url_credentials()
+        # A relay that cannot be read has no login either (relay() says why).
+        url = self.relay_variable() if host else None
+        url_user, url_password = self._url_credentials(url)
         named = self._chosen([[f"smtp-auth-user-{host}", f"user-{host}"]
                               if host else [], ["smtp-auth-user", "user"]])
         user = url_user if url_user and self._newest(url, named) == url \
@@ -211,25 +212,15 @@ class Settings:
         found = [n for n in names if n is not None and n in order]
         return max(found, key=order.__getitem__) if found else None
 
-    def _variant(self, name: str, user: str | None, host: str | None, *,
-                 empty: bool = False) -> str | None:
-        found = self._variant_name(name, user, host, empty=empty)
-        return self.get(found) if found else None
-
-    def _variant_name(self, name: str, user: str | None, host: str | None,
-                      *, empty: bool = False) -> str | None:
-        """The first of NAME-USER@HOST, NAME-HOST and NAME that is set (to
-        a non-empty value unless empty)."""
+    def _variant(self, name: str, user: str | None,
+                 host: str | None) -> str | None:
         names = []
         if user and host:
             names.append(f"{name}-{user}@{host}")
         if host:
             names.append(f"{name}-{host}")
         names.append(name)
-        for found in names:
-            if (self.get(found) if empty else self.text(found)) is not None:
-                return found
-        return None
+        return self.text(*names)
 
     def command_password(self) -> str | None:
         """The standard output of `pymail-password-command`, run by the
@@ -259,16 +250,13 @@ class Settings:
                               "nothing")
         return password
 
-    def _url_credentials(self) -> tuple[str | None, str | None]:
-        name = self.relay_variable()
+    def _url_credentials(self, name: str | None
+                         ) -> tuple[str | None, str | None]:
+        """The login and password in the URL of variable `name`, if any."""
         value = self.variables[name] if name else ""
         if "://" not in value:
             return None, None
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises for a broken one, as relay() says
-        except ValueError:
-            return None, None
+        parts = urlsplit(value)
         user = unquote(parts.username) if parts.username else None
         password = (unquote(parts.password) if parts.password is not None
                     else None)

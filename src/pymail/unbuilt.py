@@ -20,6 +20,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from pymail.deadletter import COMMAND_LINE, Kept
 from pymail.errors import DataError, PymailError
 from pymail.message import Attachment, Message, clean_subject, split_header_block
 from pymail.relay import Envelope
@@ -27,9 +28,7 @@ from pymail.request import Request
 from pymail.send import compose, fail, parse_input, read_quote
 from pymail.settings import Settings
 
-# What the rebuild line starts with for these entries (sendmail's are "1"
-# and "t"; see deadletter.REBUILD_HEADER).
-MARK = "mailx "
+MARK = COMMAND_LINE  # see deadletter.REBUILD_HEADER
 # The Request fields the JSON holds (attachments and the account have
 # envelope lines of their own).
 FIELDS = ("to", "cc", "bcc", "subject", "from_", "envelope_sender",
@@ -128,10 +127,6 @@ def _readable_head(request: Request, fields: dict[str, Any]) -> bytes:
         return joined.encode("utf-8", "replace")
 
 
-def is_unbuilt(rebuild: str | None) -> bool:
-    return bool(rebuild and rebuild.startswith(MARK))
-
-
 def request_of(rebuild: str, attachments: list[str],
                account: str | None) -> tuple[Request, bool]:
     """The command line recorded, and whether stdin was kept as base64.
@@ -197,23 +192,24 @@ def _unreadable(name: str) -> DataError:
                      "pymail writes")
 
 
-def reads_files(rebuild: str, attachments: list[str]) -> bool:
+def reads_files(kept: Kept) -> bool:
     """Whether building the message reads files by the paths it names
     (when the record cannot be read, it is taken to)."""
-    if attachments:
+    if kept.attachments:
         return True
     try:
-        return _fields(rebuild).get("quote_file") is not None
+        return _fields(kept.rebuild or "").get("quote_file") is not None
     except DataError:
         return True
 
 
-def build(settings: Settings, rebuild: str, attachments: list[str],
-          account: str | None, message: bytes,
+def build(settings: Settings, kept: Kept,
           opened: list[Attachment]) -> tuple[Message, Envelope]:
-    """The message as the command would have built it, from a kept entry's
-    text (CRLF line ends); attachments opened are added to opened."""
-    request, encoded = request_of(rebuild, attachments, account)
+    """The message as the command would have built it, from a kept entry;
+    attachments opened are added to opened."""
+    request, encoded = request_of(kept.rebuild or "", kept.attachments,
+                                  kept.account)
+    message = kept.message  # CRLF line ends
     # Past the readable head, which may have no line at all (-t alone).
     body = message[2:] if message.startswith(b"\r\n") else \
         message.partition(b"\r\n\r\n")[2]
